@@ -1,0 +1,3 @@
+//! kiln's local state: the content store (blobs by sha256, verified and written atomically), the
+//! snapshot store (unpacked layers, stacked with overlayfs) and the cache index (cache key →
+//! result). It knows nothing of Dockerfiles or of how results are computed.

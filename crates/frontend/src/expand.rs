@@ -1,0 +1,1 @@
+//! Word expansion with Docker's rules (being written).

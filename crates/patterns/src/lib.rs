@@ -1,0 +1,1 @@
+//! Path patterns as Docker matches them (being written).
