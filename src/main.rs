@@ -1,1 +1,61 @@
-fn main() {}
+//! The `kiln` binary: parses the command line and hands each subcommand to the library crates.
+
+mod build;
+mod cli;
+mod output;
+mod progress;
+mod state;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    private_mount_namespace();
+    let root = cli.root.clone().unwrap_or_else(state::default_root);
+    let result = match cli.command {
+        cli::Command::Build(args) => build::run(&root, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            render_error(e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Gives kiln a mount namespace of its own before any thread starts, so the overlay mounts of
+/// a build vanish with the process however it ends (Ctrl-C, kill -9) and never show on the host.
+fn private_mount_namespace() {
+    use nix::mount::{mount, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    if !nix::unistd::geteuid().is_root() || unshare(CloneFlags::CLONE_NEWNS).is_err() {
+        return;
+    }
+    let _ = mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    );
+}
+
+fn render_error(e: anyhow::Error) {
+    match e.downcast::<build::Rendered>() {
+        Ok(build::Rendered(fe)) => {
+            let report = fe.into_report();
+            let handler = miette::GraphicalReportHandler::new_themed(
+                miette::GraphicalTheme::unicode_nocolor(),
+            );
+            let mut out = String::new();
+            if handler.render_report(&mut out, report.as_ref()).is_ok() {
+                eprint!("ERROR: {out}");
+            } else {
+                eprintln!("ERROR: {report}");
+            }
+        }
+        Err(e) => eprintln!("ERROR: {e:#}"),
+    }
+}

@@ -1,3 +1,9 @@
 //! kiln's local state: the content store (blobs by sha256, verified and written atomically), the
 //! snapshot store (unpacked layers, stacked with overlayfs) and the cache index (cache key →
 //! result). It knows nothing of Dockerfiles or of how results are computed.
+
+pub mod content;
+pub mod snapshot;
+
+pub use content::{BlobWriter, ContentError, ContentStore};
+pub use snapshot::{Mounted, Prepared, SnapshotError, SnapshotId, SnapshotStore};

@@ -1,1 +1,29 @@
-//! kiln's exporter: turns snapshots into layer tars and images, and writes them out (being written).
+//! kiln's exporter: turns layer diffs (overlay upperdirs produced by the snapshotters) into
+//! layer blobs — sorted tars with whiteouts and clamped mtimes, gzip/zstd compressed — writes
+//! the image config and manifest that tie them together, and hands the result to an
+//! [`Exporter`] for one output type (an OCI layout today; docker, local, tar and registry push
+//! later). Everything is written through the content store, so each blob is hashed once and
+//! stored atomically.
+//!
+//! It never decides what gets built and knows nothing of Dockerfiles: it is given diff
+//! directories, an image config with its history, and where to write.
+
+mod compression;
+mod diff_tar;
+mod error;
+mod exporter;
+mod image;
+mod layer;
+mod oci_layout;
+mod tar_entry;
+mod timestamp;
+mod whiteout;
+
+pub use compression::Compression;
+pub use error::Error;
+pub use exporter::{ExportInput, ExportResult, Exporter, InputKind, OciDest, OciExporter};
+pub use image::{write_image, Image, ImageOptions};
+pub use layer::{write_layer, Layer, LayerOptions};
+pub use oci_layout::{write_oci_layout, write_oci_layout_to};
+pub use timestamp::rfc3339_utc;
+pub use whiteout::{OPAQUE_MARKER, WHITEOUT_PREFIX};

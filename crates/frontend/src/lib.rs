@@ -6,8 +6,11 @@
 //! It reads only its inputs: it never touches the build's file system and knows nothing of how
 //! steps run; base images are resolved through the [`ImageResolver`] the caller passes in.
 
+pub mod convert;
 pub mod diagnostic;
 pub mod expand;
+pub mod instructions;
 pub mod parser;
 
+pub use convert::{plan, BuildOptions, BuildPlan, ImageResolver, ResolvedImage};
 pub use diagnostic::{Error, SourceFile, Span, Warning};

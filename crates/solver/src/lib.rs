@@ -2,6 +2,10 @@
 //! parallel, sources (images, local directories, HTTP), file operations and the executors that
 //! run processes. It knows nothing of Dockerfile syntax nor of output formats.
 
+pub mod cachekey;
+pub mod fileop;
 pub mod op;
+pub mod solve;
 
 pub use op::*;
+pub use solve::{human_bytes, Event, Layer, SolveError, SolveRequest, Solved, Solver};

@@ -1,0 +1,331 @@
+//! The snapshot store: each layer is a directory in overlayfs "upperdir" form (deleted paths are
+//! character devices 0:0, replaced directories carry `trusted.overlay.opaque=y`), and a root
+//! filesystem is a stack of layers mounted with overlayfs.
+//!
+//! A new snapshot is prepared in a temporary directory and renamed to its final name only when
+//! committed, so a crash leaves either nothing or a whole snapshot, never half of one.
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Errors of the snapshot store.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot store at {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("could not mount overlayfs at {target}: {source} (kiln needs root and a kernel with overlayfs)")]
+    Mount { target: PathBuf, source: nix::Error },
+    #[error("snapshot {0} does not exist")]
+    Missing(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Layers under `<root>/snapshots/<id>/diff`.
+#[derive(Clone, Debug)]
+pub struct SnapshotStore {
+    root: PathBuf,
+}
+
+/// A committed layer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SnapshotId(pub String);
+
+/// A layer being written: an upper dir and the overlay work dir beside it.
+#[derive(Debug)]
+pub struct Prepared {
+    dir: PathBuf,
+}
+
+impl SnapshotStore {
+    /// Opens (and creates) the store, clearing what a crashed process left half-prepared.
+    pub fn open(root: &Path) -> Result<SnapshotStore, SnapshotError> {
+        let store = SnapshotStore {
+            root: root.to_path_buf(),
+        };
+        for d in [store.snapshots_dir(), store.tmp_dir(), store.empty_dir()] {
+            fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
+        Ok(store)
+    }
+
+    fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// An empty directory, the bottom of every stack (overlayfs needs a lower layer).
+    fn empty_dir(&self) -> PathBuf {
+        self.root.join("empty")
+    }
+
+    /// The diff directory of a committed snapshot.
+    pub fn diff_dir(&self, id: &SnapshotId) -> PathBuf {
+        self.snapshots_dir().join(&id.0).join("diff")
+    }
+
+    pub fn exists(&self, id: &SnapshotId) -> bool {
+        self.diff_dir(id).is_dir()
+    }
+
+    /// Starts a new layer.
+    pub fn prepare(&self) -> Result<Prepared, SnapshotError> {
+        let tmp = self.tmp_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("prepare-")
+            .tempdir_in(&tmp)
+            .map_err(io_err(&tmp))?
+            .keep();
+        for sub in ["diff", "work", "mnt"] {
+            let p = dir.join(sub);
+            fs::create_dir(&p).map_err(io_err(&p))?;
+        }
+        Ok(Prepared { dir })
+    }
+
+    /// Commits a prepared layer under `id`. If `id` exists already (another build made the same
+    /// layer), the prepared one is dropped and the existing one kept.
+    pub fn commit(&self, prepared: Prepared, id: &SnapshotId) -> Result<(), SnapshotError> {
+        let work = prepared.dir.join("work");
+        let _ = fs::remove_dir_all(&work);
+        let _ = fs::remove_dir(prepared.dir.join("mnt"));
+        let dest = self.snapshots_dir().join(&id.0);
+        if dest.exists() {
+            return self.discard(prepared);
+        }
+        match fs::rename(&prepared.dir, &dest) {
+            Ok(()) => Ok(()),
+            Err(_) if dest.exists() => self.discard(prepared),
+            Err(e) => Err(SnapshotError::Io {
+                path: dest,
+                source: e,
+            }),
+        }
+    }
+
+    /// Throws a prepared layer away.
+    pub fn discard(&self, prepared: Prepared) -> Result<(), SnapshotError> {
+        remove_tree(&prepared.dir)
+    }
+
+    /// Removes what crashed processes left in the temporary area. Only safe when no other
+    /// process is preparing snapshots in this store.
+    pub fn clear_tmp(&self) -> Result<(), SnapshotError> {
+        let tmp = self.tmp_dir();
+        for entry in fs::read_dir(&tmp).map_err(io_err(&tmp))? {
+            let entry = entry.map_err(io_err(&tmp))?;
+            remove_tree(&entry.path())?;
+        }
+        Ok(())
+    }
+
+    /// Mounts `layers` (bottom first) with `prepared` as the writable upper layer, at the
+    /// prepared snapshot's mount point.
+    pub fn mount_rw(
+        &self,
+        layers: &[PathBuf],
+        prepared: &Prepared,
+    ) -> Result<Mounted, SnapshotError> {
+        let target = prepared.dir.join("mnt");
+        let lower = self.lowerdir(layers);
+        let options = format!(
+            "lowerdir={lower},upperdir={},workdir={}",
+            prepared.dir.join("diff").display(),
+            prepared.dir.join("work").display()
+        );
+        mount_overlay(&options, &target)?;
+        Ok(Mounted {
+            target,
+            remove_dir: false,
+        })
+    }
+
+    /// Mounts `layers` (bottom first) read-only at a fresh temporary directory.
+    pub fn mount_ro(&self, layers: &[PathBuf]) -> Result<Mounted, SnapshotError> {
+        let tmp = self.tmp_dir();
+        let target = tempfile::Builder::new()
+            .prefix("view-")
+            .tempdir_in(&tmp)
+            .map_err(io_err(&tmp))?
+            .keep();
+        let mounted = Mounted {
+            target: target.clone(),
+            remove_dir: true,
+        };
+        // overlayfs needs two lower layers for a read-only mount.
+        let mut stack = vec![self.empty_dir()];
+        stack.extend(layers.iter().cloned());
+        if stack.len() < 2 {
+            stack.push(self.empty_dir());
+        }
+        let options = format!("lowerdir={}", lower_list(&stack));
+        mount_overlay(&options, &target)?;
+        Ok(mounted)
+    }
+
+    fn lowerdir(&self, layers: &[PathBuf]) -> String {
+        let mut stack = vec![self.empty_dir()];
+        stack.extend(layers.iter().cloned());
+        lower_list(&stack)
+    }
+}
+
+impl Prepared {
+    /// Where the prepared layer is mounted by [`SnapshotStore::mount_rw`].
+    pub fn mount_point(&self) -> PathBuf {
+        self.dir.join("mnt")
+    }
+
+    /// The upper (diff) directory being written.
+    pub fn diff_dir(&self) -> PathBuf {
+        self.dir.join("diff")
+    }
+}
+
+/// overlayfs' lowerdir list is top first.
+fn lower_list(bottom_first: &[PathBuf]) -> String {
+    bottom_first
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn mount_overlay(options: &str, target: &Path) -> Result<(), SnapshotError> {
+    // Renamed directories and metadata-only copy-ups would leave overlay-private redirects in
+    // the upper layer, which a layer tar can't express: turn both off where the kernel can.
+    let strict = format!("{options},redirect_dir=off,metacopy=off");
+    let attempt = |opts: &str| {
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(opts),
+        )
+    };
+    attempt(&strict)
+        .or_else(|_| attempt(options))
+        .map_err(|source| SnapshotError::Mount {
+            target: target.to_path_buf(),
+            source,
+        })
+}
+
+/// A mounted filesystem, unmounted when dropped.
+#[derive(Debug)]
+pub struct Mounted {
+    target: PathBuf,
+    remove_dir: bool,
+}
+
+impl Mounted {
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = umount2(&self.target, MntFlags::MNT_DETACH);
+        if self.remove_dir {
+            let _ = fs::remove_dir(&self.target);
+        }
+    }
+}
+
+/// `rm -rf` that also copes with read-only directories in the tree.
+fn remove_tree(path: &Path) -> Result<(), SnapshotError> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(SnapshotError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    #[test]
+    fn prepare_mount_commit_and_view() {
+        if !root() {
+            eprintln!("skipped: overlay mounts need root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(tmp.path()).unwrap();
+
+        let p1 = store.prepare().unwrap();
+        {
+            let m = store.mount_rw(&[], &p1).unwrap();
+            fs::write(m.path().join("a"), "1").unwrap();
+            fs::create_dir(m.path().join("d")).unwrap();
+            fs::write(m.path().join("d/f"), "x").unwrap();
+        }
+        let l1 = SnapshotId("l1".into());
+        store.commit(p1, &l1).unwrap();
+        assert_eq!(
+            fs::read_to_string(store.diff_dir(&l1).join("a")).unwrap(),
+            "1"
+        );
+
+        let p2 = store.prepare().unwrap();
+        {
+            let m = store.mount_rw(&[store.diff_dir(&l1)], &p2).unwrap();
+            assert_eq!(fs::read_to_string(m.path().join("d/f")).unwrap(), "x");
+            fs::remove_file(m.path().join("a")).unwrap();
+            fs::write(m.path().join("b"), "2").unwrap();
+        }
+        let l2 = SnapshotId("l2".into());
+        store.commit(p2, &l2).unwrap();
+        // The deletion is a whiteout (char device 0:0) in the upper layer.
+        use std::os::unix::fs::FileTypeExt;
+        let wh = fs::symlink_metadata(store.diff_dir(&l2).join("a")).unwrap();
+        assert!(wh.file_type().is_char_device());
+
+        let view = store
+            .mount_ro(&[store.diff_dir(&l1), store.diff_dir(&l2)])
+            .unwrap();
+        assert!(!view.path().join("a").exists());
+        assert_eq!(fs::read_to_string(view.path().join("b")).unwrap(), "2");
+        let path = view.path().to_path_buf();
+        drop(view);
+        assert!(!path.exists(), "the view's mount point is removed");
+        assert_eq!(fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn committing_twice_keeps_the_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(tmp.path()).unwrap();
+        let id = SnapshotId("same".into());
+        let p = store.prepare().unwrap();
+        fs::write(p.diff_dir().join("first"), "").unwrap();
+        store.commit(p, &id).unwrap();
+        let p = store.prepare().unwrap();
+        fs::write(p.diff_dir().join("second"), "").unwrap();
+        store.commit(p, &id).unwrap();
+        assert!(store.diff_dir(&id).join("first").exists());
+        assert!(!store.diff_dir(&id).join("second").exists());
+        assert_eq!(fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 0);
+    }
+}

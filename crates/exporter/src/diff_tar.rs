@@ -1,0 +1,218 @@
+//! An overlay upperdir (a layer diff) as tar entries.
+//!
+//! The whole tree is listed first and sorted by the bytes of each relative path, so the order
+//! depends neither on the file system's readdir order nor on inode numbers; a parent always
+//! sorts before its children. Then each path becomes one entry: a whiteout `.wh.NAME` takes
+//! the place of the deleted NAME, an opaque directory's marker directly follows the directory,
+//! the second path of a hardlinked inode links to the first. File contents are streamed.
+
+use crate::tar_entry::TarEntry;
+use crate::whiteout;
+use crate::Error;
+use std::collections::HashMap;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use tar::EntryType;
+
+/// One path of the diff.
+struct Node {
+    /// Relative to the diff root, `/`-separated, no leading `./`.
+    rel: Vec<u8>,
+    path: PathBuf,
+    meta: Metadata,
+}
+
+/// Appends every path under `diff_dir` to `tar`, mtimes clamped to `mtime_clamp` when given.
+/// Returns the number of paths written (0 for an empty diff).
+pub(crate) fn append_diff<W: Write>(
+    tar: &mut tar::Builder<W>,
+    diff_dir: &Path,
+    mtime_clamp: Option<i64>,
+) -> Result<u64, Error> {
+    let nodes = list_sorted(diff_dir)?;
+    let mut writer = DiffWriter {
+        tar,
+        mtime_clamp,
+        first_links: HashMap::new(),
+    };
+    for node in &nodes {
+        writer.append(node).map_err(|source| Error::Archive {
+            path: node.path.clone(),
+            source,
+        })?;
+    }
+    Ok(nodes.len() as u64)
+}
+
+/// Every path under `root` (not `root` itself) except sockets, sorted by relative path bytes.
+fn list_sorted(root: &Path) -> Result<Vec<Node>, Error> {
+    let mut nodes = Vec::new();
+    let mut dirs = vec![(root.to_path_buf(), Vec::new())];
+    while let Some((dir, rel)) = dirs.pop() {
+        let read = fs::read_dir(&dir).map_err(Error::io("read directory", &dir))?;
+        for dirent in read {
+            let dirent = dirent.map_err(Error::io("read directory", &dir))?;
+            let path = dirent.path();
+            let meta = fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
+            if meta.file_type().is_socket() {
+                // A tar cannot hold a socket; Docker and BuildKit skip them too.
+                continue;
+            }
+            let name = dirent.file_name();
+            let child_rel = if rel.is_empty() {
+                name.as_bytes().to_vec()
+            } else {
+                [&rel[..], b"/", name.as_bytes()].concat()
+            };
+            if meta.is_dir() {
+                dirs.push((path.clone(), child_rel.clone()));
+            }
+            nodes.push(Node {
+                rel: child_rel,
+                path,
+                meta,
+            });
+        }
+    }
+    nodes.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(nodes)
+}
+
+struct DiffWriter<'a, W: Write> {
+    tar: &'a mut tar::Builder<W>,
+    mtime_clamp: Option<i64>,
+    /// (dev, ino) of multiply-linked files → the first path written for them.
+    first_links: HashMap<(u64, u64), Vec<u8>>,
+}
+
+impl<W: Write> DiffWriter<'_, W> {
+    fn append(&mut self, node: &Node) -> io::Result<()> {
+        let ft = node.meta.file_type();
+        if whiteout::is_whiteout(&node.meta) {
+            return self.append_whiteout(node);
+        }
+        if !ft.is_dir() && node.meta.nlink() > 1 {
+            let key = (node.meta.dev(), node.meta.ino());
+            if let Some(first) = self.first_links.get(&key) {
+                let entry = self.with_attrs(TarEntry::new(EntryType::Link, &node.rel), &node.meta);
+                return entry.link(first).write(self.tar, io::empty());
+            }
+            self.first_links.insert(key, node.rel.clone());
+        }
+        if ft.is_dir() {
+            self.append_dir(node)
+        } else if ft.is_file() {
+            let file = File::open(&node.path)?;
+            let entry = self
+                .entry(EntryType::Regular, &node.rel, node)?
+                .size(node.meta.len());
+            entry.write(self.tar, file)
+        } else if ft.is_symlink() {
+            let target = fs::read_link(&node.path)?;
+            let entry = self.entry(EntryType::Symlink, &node.rel, node)?;
+            entry
+                .link(target.as_os_str().as_bytes())
+                .write(self.tar, io::empty())
+        } else if ft.is_char_device() || ft.is_block_device() {
+            let kind = if ft.is_char_device() {
+                EntryType::Char
+            } else {
+                EntryType::Block
+            };
+            let rdev = node.meta.rdev();
+            let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+            let entry = self
+                .entry(kind, &node.rel, node)?
+                .device(major as u32, minor as u32)?;
+            entry.write(self.tar, io::empty())
+        } else if ft.is_fifo() {
+            self.entry(EntryType::Fifo, &node.rel, node)?
+                .write(self.tar, io::empty())
+        } else {
+            unreachable!("list_sorted leaves out sockets")
+        }
+    }
+
+    /// The directory entry (name ending in `/`), then its opaque marker if it has one.
+    fn append_dir(&mut self, node: &Node) -> io::Result<()> {
+        let name = [&node.rel[..], b"/"].concat();
+        let entry = self.entry(EntryType::Directory, &name, node)?;
+        entry.write(self.tar, io::empty())?;
+        if whiteout::is_opaque(&node.path)? {
+            // Owner, mtime and permission bits of the directory, as Docker writes the marker.
+            let marker = whiteout::opaque_marker_name(&node.rel);
+            let meta = &node.meta;
+            let entry = TarEntry::new(EntryType::Regular, &marker).attrs(
+                meta.mode() & 0o777,
+                u64::from(meta.uid()),
+                u64::from(meta.gid()),
+                self.mtime(meta),
+            );
+            entry.write(self.tar, io::empty())?;
+        }
+        Ok(())
+    }
+
+    fn append_whiteout(&mut self, node: &Node) -> io::Result<()> {
+        let name = whiteout::whiteout_name(&node.rel);
+        let entry =
+            TarEntry::new(EntryType::Regular, &name).attrs(0o600, 0, 0, self.mtime(&node.meta));
+        entry.write(self.tar, io::empty())
+    }
+
+    /// An entry named `name` with the attributes and xattrs of `node`.
+    fn entry(&self, kind: EntryType, name: &[u8], node: &Node) -> io::Result<TarEntry> {
+        let mut entry = self.with_attrs(TarEntry::new(kind, name), &node.meta);
+        for (name, value) in xattrs(&node.path)? {
+            entry.xattr(&name, value);
+        }
+        Ok(entry)
+    }
+
+    fn with_attrs(&self, entry: TarEntry, meta: &Metadata) -> TarEntry {
+        entry.attrs(
+            meta.mode(),
+            u64::from(meta.uid()),
+            u64::from(meta.gid()),
+            self.mtime(meta),
+        )
+    }
+
+    fn mtime(&self, meta: &Metadata) -> i64 {
+        match self.mtime_clamp {
+            Some(max) => meta.mtime().min(max),
+            None => meta.mtime(),
+        }
+    }
+}
+
+/// The xattrs of `path` (not following symlinks) that belong in a layer, sorted by name.
+fn xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let names = match xattr::list(path) {
+        Err(e) if whiteout::xattrs_unsupported(&e) => return Ok(out),
+        names => names?,
+    };
+    for name in names {
+        if whiteout::is_overlay_xattr(name.as_bytes()) {
+            continue;
+        }
+        let Some(value) = xattr::get(path, &name)? else {
+            continue;
+        };
+        let name = name.into_string().map_err(|name| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the xattr name {name:?} is not UTF-8 and cannot be stored in a PAX header"
+                ),
+            )
+        })?;
+        out.push((name, value));
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,324 @@
+//! Solving a graph: every op the target needs gets a cache key from its definition and its
+//! inputs' keys; an op whose result is in the snapshot store is reused, any other is computed
+//! and committed. (Ops run one at a time here; the parallel scheduler replaces this loop.)
+
+use crate::cachekey::{tree_digest, CacheKey, KeyBuilder};
+use crate::fileop::{self, FileOpOptions, SourceFs};
+use crate::op::{FileAction, Graph, Location, Op, OpId, Source};
+use kiln_cache::{Mounted, SnapshotId, SnapshotStore};
+use kiln_patterns::PatternMatcher;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A layer of a solved filesystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layer {
+    pub id: SnapshotId,
+    /// The layer's directory in overlay upperdir form.
+    pub diff: PathBuf,
+}
+
+/// What an op produced.
+#[derive(Clone, Debug)]
+enum Output {
+    /// A root filesystem: layers, bottom first.
+    Layers(Vec<Layer>),
+    /// A directory handed to the build, with the paths it hides.
+    Local {
+        root: PathBuf,
+        ignore: Option<Arc<PatternMatcher>>,
+    },
+}
+
+/// What the solver reports while it works.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Started { op: OpId, name: String },
+    Cached { op: OpId, name: String },
+    Done { op: OpId, elapsed: Duration },
+    Log { op: OpId, line: String },
+}
+
+/// A failure, with the op it happened in.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SolveError {
+    /// The op's display name (`[stage-0 2/3] COPY a b`).
+    pub op_name: String,
+    pub location: Option<Location>,
+    pub message: String,
+}
+
+/// What a solve needs from its caller.
+pub struct SolveRequest<'a> {
+    pub graph: &'a Graph,
+    pub target: OpId,
+    /// Directories behind `Source::Local` names (`context` is the build context).
+    pub locals: &'a HashMap<String, PathBuf>,
+    /// Compute every op even when its result is cached.
+    pub no_cache: bool,
+}
+
+/// The solver's result: the target's layers, bottom first.
+#[derive(Debug)]
+pub struct Solved {
+    pub layers: Vec<Layer>,
+    /// Ops run and ops found in the cache.
+    pub ran: usize,
+    pub cached: usize,
+}
+
+/// Solves graphs against a snapshot store.
+pub struct Solver {
+    snapshots: SnapshotStore,
+}
+
+impl Solver {
+    pub fn new(snapshots: SnapshotStore) -> Solver {
+        Solver { snapshots }
+    }
+
+    /// Computes the target of `req`, reporting progress to `events`.
+    pub fn solve(
+        &self,
+        req: &SolveRequest<'_>,
+        events: &dyn Fn(Event),
+    ) -> Result<Solved, SolveError> {
+        let needed = needed_ops(req.graph, req.target);
+        let mut keys: HashMap<OpId, CacheKey> = HashMap::new();
+        let mut outputs: HashMap<OpId, Output> = HashMap::new();
+        let mut solved = Solved {
+            layers: Vec::new(),
+            ran: 0,
+            cached: 0,
+        };
+        for id in needed {
+            let node = &req.graph.nodes[id];
+            let fail = |message: String| SolveError {
+                op_name: node.meta.name.clone(),
+                location: node.meta.location.clone(),
+                message,
+            };
+            let (key, output) = match &node.op {
+                Op::Source(Source::Scratch) => (
+                    KeyBuilder::new("scratch").finish(),
+                    Output::Layers(Vec::new()),
+                ),
+                Op::Source(Source::Local {
+                    name,
+                    include,
+                    exclude,
+                }) => {
+                    let root = req.locals.get(name).ok_or_else(|| {
+                        fail(format!(
+                            "no local directory named {name:?} was given to the build"
+                        ))
+                    })?;
+                    if !include.is_empty() {
+                        return Err(fail(
+                            "include patterns of local sources are not supported yet".into(),
+                        ));
+                    }
+                    let ignore = if exclude.is_empty() {
+                        None
+                    } else {
+                        Some(Arc::new(
+                            PatternMatcher::new(exclude)
+                                .map_err(|e| fail(format!("invalid .dockerignore: {e}")))?,
+                        ))
+                    };
+                    events(Event::Started {
+                        op: id,
+                        name: node.meta.name.clone(),
+                    });
+                    let start = Instant::now();
+                    let digest = tree_digest(root, ignore.as_deref())
+                        .map_err(|e| fail(format!("reading {}: {e}", root.display())))?;
+                    events(Event::Log {
+                        op: id,
+                        line: format!(
+                            "context: {} entries, {}",
+                            digest.entries,
+                            human_bytes(digest.bytes)
+                        ),
+                    });
+                    events(Event::Done {
+                        op: id,
+                        elapsed: start.elapsed(),
+                    });
+                    let key = KeyBuilder::new("local").str(name).key(&digest.key).finish();
+                    (
+                        key,
+                        Output::Local {
+                            root: root.clone(),
+                            ignore,
+                        },
+                    )
+                }
+                Op::Source(Source::Image { reference, .. }) => {
+                    return Err(fail(format!(
+                        "pulling base images ({reference}) is not supported yet"
+                    )));
+                }
+                Op::Source(Source::Http { url, .. }) => {
+                    return Err(fail(format!("ADD from a URL ({url}) is not supported yet")));
+                }
+                Op::Exec(_) => return Err(fail("RUN is not supported yet".into())),
+                Op::File(f) => {
+                    let key = file_key(f.base, &f.actions, &keys);
+                    let Output::Layers(base) = outputs[&f.base].clone() else {
+                        return Err(fail(
+                            "file actions need a root filesystem, not a local directory".into(),
+                        ));
+                    };
+                    let sid = SnapshotId(key.hex());
+                    let name = node.meta.name.clone();
+                    if !req.no_cache && self.snapshots.exists(&sid) {
+                        events(Event::Cached { op: id, name });
+                        solved.cached += 1;
+                    } else {
+                        events(Event::Started { op: id, name });
+                        let start = Instant::now();
+                        self.run_file_op(&base, &f.actions, &sid, &outputs)
+                            .map_err(fail)?;
+                        events(Event::Done {
+                            op: id,
+                            elapsed: start.elapsed(),
+                        });
+                        solved.ran += 1;
+                    }
+                    let mut layers = base;
+                    layers.push(Layer {
+                        diff: self.snapshots.diff_dir(&sid),
+                        id: sid,
+                    });
+                    (key, Output::Layers(layers))
+                }
+            };
+            keys.insert(id, key);
+            outputs.insert(id, output);
+        }
+        match outputs.remove(&req.target) {
+            Some(Output::Layers(layers)) => {
+                solved.layers = layers;
+                Ok(solved)
+            }
+            _ => {
+                let node = &req.graph.nodes[req.target];
+                Err(SolveError {
+                    op_name: node.meta.name.clone(),
+                    location: node.meta.location.clone(),
+                    message: "the target is not a root filesystem".into(),
+                })
+            }
+        }
+    }
+
+    /// Applies `actions` on top of `base` into a new snapshot committed as `sid`.
+    fn run_file_op(
+        &self,
+        base: &[Layer],
+        actions: &[FileAction],
+        sid: &SnapshotId,
+        outputs: &HashMap<OpId, Output>,
+    ) -> Result<(), String> {
+        let prepared = self.snapshots.prepare().map_err(|e| e.to_string())?;
+        let result = (|| {
+            let lower: Vec<PathBuf> = base.iter().map(|l| l.diff.clone()).collect();
+            let dest = self
+                .snapshots
+                .mount_rw(&lower, &prepared)
+                .map_err(|e| e.to_string())?;
+            let mut views: HashMap<OpId, Mounted> = HashMap::new();
+            for action in actions {
+                if let FileAction::Copy(c) = action {
+                    if let (Output::Layers(layers), false) =
+                        (&outputs[&c.source], views.contains_key(&c.source))
+                    {
+                        let dirs: Vec<PathBuf> = layers.iter().map(|l| l.diff.clone()).collect();
+                        views.insert(
+                            c.source,
+                            self.snapshots.mount_ro(&dirs).map_err(|e| e.to_string())?,
+                        );
+                    }
+                }
+            }
+            let sources = |op: OpId| -> SourceFs {
+                match (&outputs[&op], views.get(&op)) {
+                    (Output::Local { root, ignore }, _) => SourceFs::local(
+                        root.clone(),
+                        "the build context".to_string(),
+                        ignore.clone(),
+                    ),
+                    (_, Some(view)) => SourceFs::snapshot(
+                        view.path().to_path_buf(),
+                        "the source stage".to_string(),
+                    ),
+                    (Output::Layers(_), None) => {
+                        unreachable!("every layered copy source is mounted above")
+                    }
+                }
+            };
+            for action in actions {
+                fileop::apply(action, dest.path(), &sources, &FileOpOptions::default())
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        })();
+        match result {
+            Ok(()) => self
+                .snapshots
+                .commit(prepared, sid)
+                .map_err(|e| e.to_string()),
+            Err(e) => {
+                let _ = self.snapshots.discard(prepared);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The ops `target` depends on, in graph (dependency) order.
+fn needed_ops(graph: &Graph, target: OpId) -> Vec<OpId> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![target];
+    while let Some(id) = todo.pop() {
+        if seen.insert(id) {
+            todo.extend(graph.inputs(id));
+        }
+    }
+    seen.into_iter().collect()
+}
+
+/// A file op's key: its base's key and its actions, with each copy source named by its key.
+fn file_key(base: OpId, actions: &[FileAction], keys: &HashMap<OpId, CacheKey>) -> CacheKey {
+    let mut b = KeyBuilder::new("file");
+    b.key(&keys[&base]);
+    for action in actions {
+        let mut action = action.clone();
+        if let FileAction::Copy(c) = &mut action {
+            b.key(&keys[&c.source]);
+            c.source = 0;
+        }
+        b.str(&serde_json::to_string(&action).expect("actions serialise"));
+    }
+    b.finish()
+}
+
+/// `1.2kB`, `3.4MB`, as BuildKit prints sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.2}{}", UNITS[u])
+    }
+}

@@ -1,0 +1,437 @@
+//! `kiln build`: reads the Dockerfile and its `.dockerignore`, asks the frontend for a plan,
+//! the solver for the target's layers and the exporter for the outputs. Glue only: the work is
+//! in the library crates.
+
+use crate::cli::{BuildArgs, GraphFormat, Progress as ProgressMode};
+use crate::output::{self, Output};
+use crate::progress::Progress;
+use crate::state::State;
+use anyhow::{anyhow, bail, Context, Result};
+use kiln_exporter::{Compression, ImageOptions, LayerOptions};
+use kiln_frontend::{
+    convert::{self, BuildOptions, ImageResolver, ResolvedImage},
+    parser, Error as FrontendError, SourceFile, Span,
+};
+use kiln_oci::Platform;
+use kiln_solver::{SolveError, SolveRequest, Solver};
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The Dockerfile and context of a build, as the user named them.
+struct Inputs {
+    dockerfile: Arc<SourceFile>,
+    /// The directory behind the build context (an empty one for `kiln build -`).
+    context: PathBuf,
+    dockerignore: Vec<String>,
+    _empty_context: Option<tempfile::TempDir>,
+}
+
+pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
+    reject_unsupported(&args)?;
+    let progress = Progress::new(args.progress == ProgressMode::Quiet);
+    let inputs = read_inputs(&args)?;
+    let opts = build_options(&args, &inputs)?;
+    let df = parser::parse(inputs.dockerfile.clone()).map_err(report)?;
+    for w in &df.warnings {
+        let (line, _) = df.file.line_col(w.span.start);
+        eprintln!("WARNING: {}:{line}: {}", df.file.name, w.message);
+    }
+
+    if args.call == "outline" {
+        let outline = convert::outline(&df, &opts).map_err(report)?;
+        print_outline(&outline);
+        return Ok(());
+    }
+    if args.call != "build" {
+        bail!(
+            "--call {}: unknown method (kiln knows build and outline)",
+            args.call
+        );
+    }
+
+    let plan = convert::plan(&df, &opts, &NoRegistry).map_err(report)?;
+    for w in &plan.warnings {
+        eprintln!("WARNING: {}", w.message);
+    }
+    if let Some(format) = args.print_graph {
+        print_graph(&plan, format)?;
+        return Ok(());
+    }
+
+    let outputs: Vec<Output> = args
+        .outputs
+        .iter()
+        .map(|o| output::parse(o))
+        .collect::<Result<_>>()?;
+    if outputs.is_empty() {
+        eprintln!("WARNING: no output specified: the build result will only remain in the build cache (use --output type=oci,dest=PATH)");
+    }
+
+    let state = State::open(root)?;
+    let solver = Solver::new(state.snapshots.clone());
+    let mut locals = HashMap::new();
+    locals.insert("context".to_string(), inputs.context.clone());
+    let request = SolveRequest {
+        graph: &plan.graph,
+        target: plan.target,
+        locals: &locals,
+        no_cache: args.no_cache,
+    };
+    let solved = solver
+        .solve(&request, &|e| progress.event(e))
+        .map_err(|e| solve_error(&inputs.dockerfile, e))?;
+
+    if outputs.is_empty() && args.iidfile.is_none() && args.metadata_file.is_none() {
+        return Ok(());
+    }
+    let epoch = source_date_epoch(&opts)?;
+    let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+    let image = progress.step("exporting layers", |_| {
+        let layer_opts = LayerOptions {
+            compression: Compression::default(),
+            epoch,
+            rewrite_timestamp: epoch.is_some(),
+            oci_media_types: true,
+        };
+        let layers = solved
+            .layers
+            .iter()
+            .map(|l| kiln_exporter::write_layer(&state.content, &l.diff, &layer_opts))
+            .collect::<Result<Vec<_>, _>>()?;
+        let image_opts = ImageOptions {
+            epoch,
+            oci_media_types: true,
+            platform: platform.clone(),
+        };
+        Ok(kiln_exporter::write_image(
+            &state.content,
+            &plan.image,
+            &layers,
+            &image_opts,
+        )?)
+    })?;
+    let tag = args.tags.first().map(|t| Tag::parse(t)).transpose()?;
+    for out in &outputs {
+        match out {
+            Output::Oci { dest, tar } => progress.step(
+                &format!("exporting to oci image format at {}", dest.display()),
+                |log| {
+                    kiln_exporter::write_oci_layout(
+                        &state.content,
+                        &image,
+                        dest,
+                        *tar,
+                        tag.as_ref().map(|t| t.tag.as_str()),
+                        tag.as_ref().map(|t| t.full.as_str()),
+                    )?;
+                    log(&format!("manifest {}", image.descriptor.digest));
+                    Ok(())
+                },
+            )?,
+        }
+    }
+    if let Some(path) = &args.iidfile {
+        write_file(path, image.manifest.config.digest.to_string().as_bytes())?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let mut meta = serde_json::Map::new();
+        meta.insert(
+            "containerimage.digest".into(),
+            image.descriptor.digest.to_string().into(),
+        );
+        meta.insert(
+            "containerimage.config.digest".into(),
+            image.manifest.config.digest.to_string().into(),
+        );
+        meta.insert(
+            "containerimage.descriptor".into(),
+            serde_json::to_value(&image.descriptor)?,
+        );
+        if !args.tags.is_empty() {
+            meta.insert("image.name".into(), args.tags.join(",").into());
+        }
+        write_file(path, &serde_json::to_vec_pretty(&meta)?)?;
+    }
+    if args.progress != ProgressMode::Quiet {
+        eprintln!(
+            "built {} ({} steps run, {} cached)",
+            image.descriptor.digest, solved.ran, solved.cached
+        );
+    }
+    Ok(())
+}
+
+/// Flags that are parsed but not implemented yet fail clearly instead of doing nothing.
+fn reject_unsupported(args: &BuildArgs) -> Result<()> {
+    let unsupported = [
+        ("--secret", !args.secret.is_empty()),
+        ("--build-context", !args.build_contexts.is_empty()),
+        ("--cache-from", !args.cache_from.is_empty()),
+        ("--cache-to", !args.cache_to.is_empty()),
+        ("--progress=tty", args.progress == ProgressMode::Tty),
+        ("--progress=rawjson", args.progress == ProgressMode::Rawjson),
+    ];
+    for (flag, used) in unsupported {
+        if used {
+            bail!("{flag} is not supported yet");
+        }
+    }
+    if args.jobs == Some(0) {
+        bail!("--jobs must be at least 1");
+    }
+    Ok(())
+}
+
+fn read_stdin() -> Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("reading the Dockerfile from stdin")?;
+    Ok(s)
+}
+
+fn read_inputs(args: &BuildArgs) -> Result<Inputs> {
+    if args.context == "-" {
+        if args.file.as_deref().is_some_and(|f| f != "-") {
+            bail!("with PATH `-` the Dockerfile comes from stdin: -f can't name another one");
+        }
+        let empty = tempfile::tempdir().context("creating an empty build context")?;
+        return Ok(Inputs {
+            dockerfile: SourceFile::new("Dockerfile", read_stdin()?),
+            context: empty.path().to_path_buf(),
+            dockerignore: Vec::new(),
+            _empty_context: Some(empty),
+        });
+    }
+    let context = PathBuf::from(&args.context);
+    if !context.is_dir() {
+        bail!("build context {}: not a directory", context.display());
+    }
+    let (dockerfile, df_path) = match args.file.as_deref() {
+        Some("-") => (SourceFile::new("Dockerfile", read_stdin()?), None),
+        other => {
+            let path = match other {
+                Some(f) => PathBuf::from(f),
+                None => context.join("Dockerfile"),
+            };
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading the Dockerfile {}", path.display()))?;
+            (
+                SourceFile::new(path.display().to_string(), text),
+                Some(path),
+            )
+        }
+    };
+    // `<name>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`.
+    let beside = df_path.map(|p| {
+        let mut name = p.file_name().unwrap_or_default().to_os_string();
+        name.push(".dockerignore");
+        p.with_file_name(name)
+    });
+    let ignore_file = beside
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| context.join(".dockerignore"));
+    let dockerignore = match std::fs::read_to_string(&ignore_file) {
+        Ok(text) => kiln_patterns::read_ignore_file(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", ignore_file.display())),
+    };
+    kiln_patterns::PatternMatcher::new(&dockerignore)
+        .map_err(|e| anyhow!("{}: {e}", ignore_file.display()))?;
+    Ok(Inputs {
+        dockerfile,
+        context,
+        dockerignore,
+        _empty_context: None,
+    })
+}
+
+fn build_options(args: &BuildArgs, inputs: &Inputs) -> Result<BuildOptions> {
+    let build_args = args
+        .build_args
+        .iter()
+        .map(|a| convert::parse_build_arg(a))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(report)?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(|p| p.parse::<Platform>())
+        .transpose()
+        .map_err(|e| anyhow!("--platform: {e}"))?;
+    if let Some(p) = &platform {
+        if *p != Platform::host() {
+            bail!("--platform {p}: building for a platform other than the host's ({}) is not supported yet", Platform::host());
+        }
+    }
+    if let Some(t) = &args.target {
+        if t.is_empty() || t.contains(char::is_whitespace) {
+            bail!("invalid --target {t:?}: give the name of a stage");
+        }
+    }
+    Ok(BuildOptions {
+        target: args.target.clone(),
+        build_args,
+        platform,
+        dockerignore: inputs.dockerignore.clone(),
+        named_contexts: Default::default(),
+    })
+}
+
+/// SOURCE_DATE_EPOCH from `--build-arg` or, failing that, the environment.
+fn source_date_epoch(opts: &BuildOptions) -> Result<Option<i64>> {
+    let value = opts
+        .build_args
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
+    match value.as_deref() {
+        None | Some("") => Ok(None),
+        Some(v) => v
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| anyhow!("invalid SOURCE_DATE_EPOCH {v:?}: expected seconds since 1970")),
+    }
+}
+
+/// Base images come from a registry, which this build of kiln can't reach yet.
+struct NoRegistry;
+
+impl ImageResolver for NoRegistry {
+    fn resolve(&self, reference: &str, _: &Platform) -> Result<ResolvedImage, String> {
+        Err(format!(
+            "pulling base images ({reference}) is not supported yet"
+        ))
+    }
+}
+
+/// A `-t` value: the full name, and the tag that names it in an OCI layout.
+struct Tag {
+    full: String,
+    tag: String,
+}
+
+impl Tag {
+    fn parse(s: &str) -> Result<Tag> {
+        let name_part = s.rsplit('/').next().unwrap_or(s);
+        let valid = !s.is_empty()
+            && !s.contains(char::is_whitespace)
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
+        if !valid {
+            bail!("invalid tag {s:?}: expected name[:tag]");
+        }
+        let tag = match name_part.rsplit_once(':') {
+            Some((_, t)) if !t.is_empty() => t.to_string(),
+            Some(_) => bail!("invalid tag {s:?}: empty tag after ':'"),
+            None => "latest".to_string(),
+        };
+        let full = if name_part.contains(':') {
+            s.to_string()
+        } else {
+            format!("{s}:latest")
+        };
+        Ok(Tag { full, tag })
+    }
+}
+
+/// Writes through a temp file and a rename, so readers never see half a file.
+fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut tmp, data)?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn print_outline(o: &convert::Outline) {
+    println!("TARGET:      {}", o.target);
+    if let Some(d) = &o.description {
+        println!("DESCRIPTION: {d}");
+    }
+    println!();
+    println!("BUILD ARG    VALUE    DESCRIPTION");
+    for a in &o.args {
+        println!(
+            "{:<12} {:<8} {}",
+            a.name,
+            a.value.as_deref().unwrap_or("<unset>"),
+            a.description.as_deref().unwrap_or("")
+        );
+    }
+    println!();
+    println!("STAGE        BASE                 LINE  NEEDED");
+    for s in &o.stages {
+        println!(
+            "{:<12} {:<20} {:<5} {}",
+            s.name,
+            s.base,
+            s.line,
+            if s.needed { "yes" } else { "no" }
+        );
+    }
+}
+
+fn print_graph(plan: &convert::BuildPlan, format: GraphFormat) -> Result<()> {
+    match format {
+        GraphFormat::Json => {
+            let value = serde_json::json!({ "target": plan.target, "nodes": plan.graph.nodes });
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        GraphFormat::Dot => {
+            println!("digraph kiln {{");
+            for (id, node) in plan.graph.nodes.iter().enumerate() {
+                println!(
+                    "  n{id} [label={}];",
+                    serde_json::to_string(&node.meta.name)?
+                );
+                for input in plan.graph.inputs(id) {
+                    println!("  n{input} -> n{id};");
+                }
+            }
+            println!("}}");
+        }
+    }
+    Ok(())
+}
+
+/// A frontend error as a report the CLI renders with the line and a caret.
+fn report(e: FrontendError) -> anyhow::Error {
+    anyhow::Error::new(Rendered(e))
+}
+
+/// A solver error pointed at the Dockerfile line of the step that failed.
+fn solve_error(file: &Arc<SourceFile>, e: SolveError) -> anyhow::Error {
+    match &e.location {
+        Some(loc) if loc.file == file.name && loc.line > 0 => {
+            let start = file.line_start(loc.line);
+            let span = Span::new(start, start + file.line_text(loc.line).len());
+            report(
+                FrontendError::at(file, span, e.message.clone())
+                    .with_help(format!("in step {}", e.op_name)),
+            )
+        }
+        _ => anyhow!("{} (in step {})", e.message, e.op_name),
+    }
+}
+
+/// A frontend error carried through anyhow to `main`, which renders it with miette.
+#[derive(Debug)]
+pub struct Rendered(pub FrontendError);
+
+impl std::fmt::Display for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Rendered {}

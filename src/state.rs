@@ -1,0 +1,62 @@
+//! The state directory (`--root`): content store and snapshot store, shared by every build
+//! that uses the same root. A shared lock is held for the whole build; temporary files of
+//! crashed builds are cleared when no other build holds it.
+
+use anyhow::{Context, Result};
+use kiln_cache::{ContentStore, SnapshotStore};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+pub struct State {
+    pub content: ContentStore,
+    pub snapshots: SnapshotStore,
+    _lock: Flock<File>,
+}
+
+impl State {
+    pub fn open(root: &Path) -> Result<State> {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("creating the state directory {}", root.display()))?;
+        let lock_path = root.join("lock");
+        let open_lock = || {
+            File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .with_context(|| format!("opening {}", lock_path.display()))
+        };
+        let content = ContentStore::open(&root.join("content"))?;
+        let snapshots = SnapshotStore::open(root)?;
+        // Alone on this root: what is in the temporary area was left by a crash.
+        let lock = match Flock::lock(open_lock()?, FlockArg::LockExclusiveNonblock) {
+            Ok(exclusive) => {
+                snapshots.clear_tmp()?;
+                content.clear_ingest()?;
+                drop(exclusive);
+                Flock::lock(open_lock()?, FlockArg::LockShared)
+            }
+            Err((file, _)) => Flock::lock(file, FlockArg::LockShared),
+        }
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+        Ok(State {
+            content,
+            snapshots,
+            _lock: lock,
+        })
+    }
+}
+
+/// The default state directory: /var/lib/kiln as root, else under the user's data dir.
+pub fn default_root() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/kiln");
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    data.join("kiln")
+}
