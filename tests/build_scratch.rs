@@ -278,3 +278,58 @@ fn outline_and_graph() {
     let dot = sb.kiln(&["build", "--print-graph", "dot", sb.ctx().to_str().unwrap()]);
     assert!(dot.ok().stdout().starts_with("digraph kiln {"));
 }
+
+/// Docker's COPY path rules, as the conformance case 10-copy-semantics means them (its shared
+/// copy lost its symlink and modes, so the case is rebuilt here with real ones). Checked
+/// against BuildKit (Docker 20.10) on the same context.
+#[test]
+fn copy_path_rules_like_buildkit() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let sb = Sandbox::new();
+    sb.file("src/a.txt", "A")
+        .file("src/sub/b.txt", "B")
+        .file("data/x.json", "{\"x\":1}")
+        .file("data/y.json", "{\"y\":2}")
+        .file("data/z.yaml", "nope")
+        .file("exec.sh", "#!/bin/sh\necho run\n")
+        .file("top.txt", "TOP")
+        .dockerfile(
+            "FROM scratch\nCOPY src/ /dst1/\nCOPY src /dst2\nCOPY data/*.json /jsons/\nCOPY top.txt /renamed.txt\n\
+             COPY top.txt /intodir/\nCOPY exec.sh /bin/\nCOPY top.txt src/a.txt /multi/\n",
+        );
+    symlink("a.txt", sb.ctx().join("src/link")).unwrap();
+    fs::set_permissions(sb.ctx().join("exec.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(sb.ctx().join("src"), fs::Permissions::from_mode(0o555)).unwrap();
+    sb.build_oci("out", &[]).ok();
+    fs::set_permissions(sb.ctx().join("src"), fs::Permissions::from_mode(0o755)).unwrap();
+    let r = sb.unpack("out", "latest");
+    let mode = |p: &str| {
+        fs::symlink_metadata(r.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(fs::read_to_string(r.join("dst1/a.txt")).unwrap(), "A");
+    assert_eq!(fs::read_to_string(r.join("dst1/sub/b.txt")).unwrap(), "B");
+    assert_eq!(
+        fs::read_link(r.join("dst1/link")).unwrap().to_str(),
+        Some("a.txt")
+    );
+    assert_eq!(fs::read_to_string(r.join("dst2/a.txt")).unwrap(), "A");
+    assert!(!r.join("dst2/src").exists());
+    assert!(r.join("jsons/x.json").is_file() && r.join("jsons/y.json").is_file());
+    assert!(!r.join("jsons/z.yaml").exists());
+    assert_eq!(fs::read_to_string(r.join("renamed.txt")).unwrap(), "TOP");
+    assert_eq!(
+        fs::read_to_string(r.join("intodir/top.txt")).unwrap(),
+        "TOP"
+    );
+    assert_eq!(mode("bin/exec.sh"), 0o755);
+    assert_eq!(
+        mode("dst2"),
+        0o755,
+        "a destination COPY creates is 0755 whatever the source dir's mode"
+    );
+    assert!(r.join("multi/top.txt").is_file() && r.join("multi/a.txt").is_file());
+}

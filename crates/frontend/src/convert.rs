@@ -385,12 +385,13 @@ impl StageState {
             .unwrap_or_else(|| "/".to_string())
     }
 
+    /// Records the history entry of a RUN, COPY or ADD, which BuildKit marks ` # buildkit`.
+    fn history_step(&mut self, created_by: String) {
+        self.history(format!("{created_by} # buildkit"), true);
+    }
+
+    /// Records a history entry; `layer` says whether the step made a layer.
     fn history(&mut self, created_by: String, layer: bool) {
-        let created_by = if layer {
-            format!("{created_by} # buildkit")
-        } else {
-            created_by
-        };
         self.config.history.push(HistoryEntry {
             created_by: Some(created_by),
             comment: Some("buildkit.dockerfile.v0".to_string()),
@@ -557,7 +558,7 @@ impl<'a> Converter<'a> {
         needed
     }
 
-    /// A stage by name, or by index when `allow_index_below` is given.
+    /// A stage by name or index (never `current` itself by index).
     fn find_stage(&self, name: &str, current: usize) -> Option<usize> {
         let lower = name.to_lowercase();
         if let Some(i) = self
@@ -694,7 +695,7 @@ impl<'a> Converter<'a> {
         };
         let mut st = if let Some(base) = self
             .find_stage(&image, index)
-            .filter(|_| image.parse::<usize>().is_err())
+            .filter(|base| *base < index && image.parse::<usize>().is_err())
         {
             let mut parent = self.stage(base)?;
             parent.args.clear();
@@ -703,6 +704,7 @@ impl<'a> Converter<'a> {
         } else if image.eq_ignore_ascii_case("scratch") {
             let mut config = ImageConfig::scratch(&platform);
             config.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
+            config.config.working_dir = Some("/".into());
             StageState {
                 op: self.scratch(),
                 config,
@@ -893,19 +895,22 @@ impl<'a> Converter<'a> {
                         .map_err(|e| self.err(node.rest_span_full(), format!("EXPOSE: {e}")))?;
                     ports.extend(expanded);
                 }
+                let mut specs = BTreeSet::new();
+                for p in &ports {
+                    specs.extend(
+                        parse_port_spec(p).map_err(|e| self.err(node.rest_span_full(), e))?,
+                    );
+                }
                 let exposed = st
                     .config
                     .config
                     .exposed_ports
                     .get_or_insert_with(BTreeMap::new);
-                for p in &ports {
-                    for spec in
-                        parse_port_spec(p).map_err(|e| self.err(node.rest_span_full(), e))?
-                    {
-                        exposed.insert(spec, EmptyObject {});
-                    }
+                for spec in &specs {
+                    exposed.insert(spec.clone(), EmptyObject {});
                 }
-                st.history(format!("EXPOSE {}", ports.join(" ")), false);
+                let listed: Vec<String> = specs.iter().map(|p| format!("{p}:{{}}")).collect();
+                st.history(format!("EXPOSE map[{}]", listed.join(" ")), false);
             }
             Kind::User(u) => {
                 let u = self.expand_in(st, node, u)?;
@@ -991,7 +996,7 @@ impl<'a> Converter<'a> {
                         }
                     }
                 };
-                st.history(format!("HEALTHCHECK {}", go_quote_list(&hc.test)), false);
+                st.history(format!("HEALTHCHECK {}", go_healthcheck(&hc)), false);
                 st.config.config.healthcheck = Some(hc);
             }
             Kind::Onbuild(inner) => {
@@ -1001,7 +1006,6 @@ impl<'a> Converter<'a> {
                     .on_build
                     .get_or_insert_with(Vec::new)
                     .push(expr.clone());
-                st.history(format!("ONBUILD {expr}"), false);
             }
             Kind::Run(run) => self.dispatch_run(st, node, run)?,
             Kind::Copy(c) => self.dispatch_copy(st, node, c)?,
@@ -1042,8 +1046,10 @@ impl<'a> Converter<'a> {
                 Some(v) => format!("{}={v}", d.name),
                 None => d.name.clone(),
             });
-            st.args.retain(|(k, _)| k != &d.name);
-            st.args.push((d.name.clone(), value));
+            match st.args.iter_mut().find(|(k, _)| k == &d.name) {
+                Some(slot) => slot.1 = value,
+                None => st.args.push((d.name.clone(), value)),
+            }
         }
         st.history(format!("ARG {}", msg.join(" ")), false);
         Ok(())
@@ -1110,18 +1116,23 @@ impl<'a> Converter<'a> {
         let mut env: Vec<String> = st.config.config.env.clone().unwrap_or_default();
         let mut history_args = Vec::new();
         for (k, v) in &st.args {
-            let Some(v) = v else { continue };
-            history_args.push(format!("{k}={}", st.lookup(k).unwrap_or_else(|| v.clone())));
-            if st.env_get(k).is_none() {
+            history_args.push(format!("{k}={}", st.lookup(k).unwrap_or_default()));
+            if let (Some(v), None) = (v, st.env_get(k)) {
                 env.push(format!("{k}={v}"));
             }
         }
         for (k, v) in &self.opts.build_args {
-            if PROXY_ARGS.contains(&k.as_str())
-                && !env.iter().any(|e| e.starts_with(&format!("{k}=")))
-            {
-                env.push(format!("{k}={v}"));
-                self.used_args.insert(k.clone());
+            if !PROXY_ARGS.contains(&k.as_str()) {
+                continue;
+            }
+            self.used_args.insert(k.clone());
+            for name in [k.to_uppercase(), k.to_lowercase()] {
+                if !env
+                    .iter()
+                    .any(|e| e.split_once('=').map(|(n, _)| n) == Some(name.as_str()))
+                {
+                    env.push(format!("{name}={v}"));
+                }
             }
         }
         let meta = self.meta_op(st, node);
@@ -1142,7 +1153,7 @@ impl<'a> Converter<'a> {
         } else {
             format!("|{} {} ", history_args.len(), history_args.join(" "))
         };
-        st.history(format!("RUN {prefix}{}", args.join(" ")), true);
+        st.history_step(format!("RUN {prefix}{}", args.join(" ")));
         Ok(())
     }
 
@@ -1589,7 +1600,7 @@ impl<'a> Converter<'a> {
         msg.extend(sources.iter().cloned());
         msg.extend(c.heredocs.iter().map(|h| format!("<<{}", h.name)));
         msg.push(dest_raw);
-        st.history(msg.join(" "), true);
+        st.history_step(msg.join(" "));
         Ok(())
     }
 
@@ -1788,6 +1799,58 @@ fn parse_port_spec(spec: &str) -> Result<Vec<String>, String> {
     Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
 }
 
+/// A healthcheck as BuildKit writes it into history (Go's `%q` of the struct).
+fn go_healthcheck(hc: &kiln_oci::Healthcheck) -> String {
+    format!(
+        "&{{{} \"{}\" \"{}\" \"{}\" \"{}\" '\\x{:02x}'}}",
+        go_quote_list(&hc.test),
+        go_duration(hc.interval),
+        go_duration(hc.timeout),
+        go_duration(hc.start_period),
+        go_duration(hc.start_interval),
+        hc.retries.clamp(0, 255)
+    )
+}
+
+/// Go's `time.Duration.String()`: `0s`, `100ms`, `1m30s`, `1h0m0s`.
+fn go_duration(nanos: i64) -> String {
+    if nanos == 0 {
+        return "0s".into();
+    }
+    let sign = if nanos < 0 { "-" } else { "" };
+    let n = nanos.unsigned_abs();
+    if n < 1_000_000_000 {
+        let (unit, div) = if n < 1_000 {
+            ("ns", 1)
+        } else if n < 1_000_000 {
+            ("µs", 1_000)
+        } else {
+            ("ms", 1_000_000)
+        };
+        return format!("{sign}{}{unit}", trim_fraction(n, div));
+    }
+    let h = n / 3_600_000_000_000;
+    let m = n / 60_000_000_000 % 60;
+    let secs = trim_fraction(n % 60_000_000_000, 1_000_000_000);
+    match (h, m) {
+        (0, 0) => format!("{sign}{secs}s"),
+        (0, m) => format!("{sign}{m}m{secs}s"),
+        (h, m) => format!("{sign}{h}h{m}m{secs}s"),
+    }
+}
+
+/// `n / div` with the fraction's trailing zeros dropped (`1.5`, `2`).
+fn trim_fraction(n: u64, div: u64) -> String {
+    let whole = n / div;
+    let frac = n % div;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let width = div.to_string().len() - 1;
+    let digits = format!("{frac:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
 /// Go's `%q` of a `[]string`: `["a" "b c"]`.
 fn go_quote_list(items: &[String]) -> String {
     let quoted: Vec<String> = items
@@ -1872,6 +1935,30 @@ mod tests {
                 user: UserRef::Name("app".into()),
                 group: None
             }
+        );
+    }
+
+    #[test]
+    fn go_formats() {
+        for (nanos, want) in [
+            (0, "0s"),
+            (5_000_000_000, "5s"),
+            (90_000_000_000, "1m30s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (100_000_000, "100ms"),
+            (1_500_000_000, "1.5s"),
+        ] {
+            assert_eq!(go_duration(nanos), want);
+        }
+        let hc = kiln_oci::Healthcheck {
+            test: vec!["CMD-SHELL".into(), "echo hi".into()],
+            interval: 5_000_000_000,
+            ..Default::default()
+        };
+        // As BuildKit wrote it (observed on Docker 20.10, plus the newer StartInterval field).
+        assert_eq!(
+            go_healthcheck(&hc),
+            r#"&{["CMD-SHELL" "echo hi"] "5s" "0s" "0s" "0s" '\x00'}"#
         );
     }
 

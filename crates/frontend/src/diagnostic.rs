@@ -1,7 +1,7 @@
 //! Source files, spans and the frontend's error type. An error about a Dockerfile names the file,
 //! line and column and shows the line with a caret under the offending part, like rustc.
 
-use miette::{Diagnostic, LabeledSpan, NamedSource, SourceCode};
+use miette::{Diagnostic, LabeledSpan, NamedSource};
 use std::fmt;
 use std::sync::Arc;
 
@@ -148,12 +148,6 @@ impl Diagnostic for Error {
             .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
-    fn source_code(&self) -> Option<&dyn SourceCode> {
-        self.location
-            .as_ref()
-            .map(|(f, _)| &f.text as &dyn SourceCode)
-    }
-
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let (_, span) = self.location.as_ref()?;
         let len = span.end.saturating_sub(span.start).max(1);
@@ -166,7 +160,8 @@ impl Diagnostic for Error {
 }
 
 impl Error {
-    /// The error as a miette report that names the file, for rendering by the CLI.
+    /// The error as a miette report that names the file, for rendering by the CLI. (The source
+    /// is attached here, named, rather than by `Diagnostic::source_code`, which would win.)
     pub fn into_report(self) -> miette::Report {
         let named = self
             .location

@@ -757,6 +757,21 @@ mod tests {
     }
 
     #[test]
+    fn shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<PatternMatcher>();
+        assert_send_sync::<MatchInfo>();
+        assert_send_sync::<PatternError>();
+        let m = pm(["**/*.tmp", "!keep.tmp"]);
+        std::thread::scope(|s| {
+            let a = s.spawn(|| m.matches("x/y.tmp"));
+            let b = s.spawn(|| m.matches("keep.tmp"));
+            assert!(a.join().unwrap_or(false));
+            assert!(!b.join().unwrap_or(true));
+        });
+    }
+
+    #[test]
     fn walking_differs_from_matches_like_moby() {
         // An exception skipped at the parent is tried on the child only.
         let m = pm(["d/f", "!d"]);
