@@ -51,7 +51,17 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         );
     }
 
-    let plan = convert::plan(&df, &opts, &NoRegistry).map_err(report)?;
+    let registry = Arc::new(
+        kiln_registry::Client::new(kiln_registry::ClientOptions {
+            insecure_registries: args.insecure_registries.clone(),
+            ..Default::default()
+        })
+        .context("setting up the registry client")?,
+    );
+    let resolver = RegistryResolver {
+        client: registry.clone(),
+    };
+    let plan = convert::plan(&df, &opts, &resolver).map_err(report)?;
     for w in &plan.warnings {
         eprintln!("WARNING: {}", w.message);
     }
@@ -70,7 +80,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     }
 
     let state = State::open(root)?;
-    let solver = Solver::new(state.snapshots.clone());
+    let solver = Solver::new(state.snapshots.clone(), state.content.clone(), registry);
     let mut locals = HashMap::new();
     locals.insert("context".to_string(), inputs.context.clone());
     let request = SolveRequest {
@@ -95,10 +105,18 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
             rewrite_timestamp: epoch.is_some(),
             oci_media_types: true,
         };
+        // Base image layers are reused byte for byte; the build's own are written.
         let layers = solved
             .layers
             .iter()
-            .map(|l| kiln_exporter::write_layer(&state.content, &l.diff, &layer_opts))
+            .map(|l| match &l.blob {
+                Some(blob) => Ok(kiln_exporter::Layer {
+                    descriptor: blob.descriptor.clone(),
+                    diff_id: blob.diff_id.clone(),
+                    empty: false,
+                }),
+                None => kiln_exporter::write_layer(&state.content, &l.diff, &layer_opts),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let image_opts = ImageOptions {
             epoch,
@@ -298,14 +316,23 @@ fn source_date_epoch(opts: &BuildOptions) -> Result<Option<i64>> {
     }
 }
 
-/// Base images come from a registry, which this build of kiln can't reach yet.
-struct NoRegistry;
+/// Base images from their registries: the frontend needs their config and digest.
+struct RegistryResolver {
+    client: Arc<kiln_registry::Client>,
+}
 
-impl ImageResolver for NoRegistry {
-    fn resolve(&self, reference: &str, _: &Platform) -> Result<ResolvedImage, String> {
-        Err(format!(
-            "pulling base images ({reference}) is not supported yet"
-        ))
+impl ImageResolver for RegistryResolver {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+        let r: kiln_registry::Reference = reference.parse().map_err(|e| format!("{e}"))?;
+        let resolved = self
+            .client
+            .resolve(&r, platform)
+            .map_err(|e| e.to_string())?;
+        Ok(ResolvedImage {
+            reference: r.to_string(),
+            digest: Some(resolved.manifest_digest),
+            config: resolved.config,
+        })
     }
 }
 

@@ -93,6 +93,10 @@ pub struct BuildArgs {
     #[arg(long, value_name = "METHOD", default_value = "build")]
     pub call: String,
 
+    /// Registry reached over plain HTTP (`host[:port]`); loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+
     /// Print the build graph the frontend made (json or dot) instead of building.
     #[arg(long = "print-graph", value_enum, value_name = "FORMAT")]
     pub print_graph: Option<GraphFormat>,

@@ -18,10 +18,19 @@ impl Registry {
     /// Starts a registry on a free port; `htpasswd` turns on basic auth with that file.
     pub fn start(htpasswd: Option<&Path>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let auth = htpasswd
-            .map(|p| format!("auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n", p.display()))
+            .map(|p| {
+                format!(
+                    "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                    p.display()
+                )
+            })
             .unwrap_or_default();
         let config = dir.path().join("config.yml");
         std::fs::write(
@@ -39,10 +48,18 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry is installed (scripts/test.sh installs it)");
-        let registry = Registry { addr, child, _dir: dir };
+        let registry = Registry {
+            addr,
+            child,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(&registry.addr).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not start on {}", registry.addr);
+            assert!(
+                Instant::now() < deadline,
+                "the registry did not start on {}",
+                registry.addr
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         registry
@@ -58,7 +75,11 @@ impl Registry {
             .arg(format!("docker://{reference}"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "skopeo push: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "skopeo push: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         reference
     }
 }

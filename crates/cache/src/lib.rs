@@ -4,6 +4,8 @@
 
 pub mod content;
 pub mod snapshot;
+pub mod unpack;
 
 pub use content::{BlobWriter, ContentError, ContentStore};
 pub use snapshot::{Mounted, Prepared, SnapshotError, SnapshotId, SnapshotStore};
+pub use unpack::{unpack_layer, unpack_to_snapshot, UnpackError, Unpacked};

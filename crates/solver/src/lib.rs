@@ -8,4 +8,4 @@ pub mod op;
 pub mod solve;
 
 pub use op::*;
-pub use solve::{human_bytes, Event, Layer, SolveError, SolveRequest, Solved, Solver};
+pub use solve::{human_bytes, Event, Layer, LayerBlob, SolveError, SolveRequest, Solved, Solver};

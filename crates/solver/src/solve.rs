@@ -5,19 +5,30 @@
 use crate::cachekey::{tree_digest, CacheKey, KeyBuilder};
 use crate::fileop::{self, FileOpOptions, SourceFs};
 use crate::op::{FileAction, Graph, Location, Op, OpId, Source};
-use kiln_cache::{Mounted, SnapshotId, SnapshotStore};
+use kiln_cache::{ContentStore, Mounted, SnapshotId, SnapshotStore};
+use kiln_oci::{Descriptor, Digest, Platform};
 use kiln_patterns::PatternMatcher;
+use kiln_registry::Reference;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A layer of a solved filesystem.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Layer {
     pub id: SnapshotId,
     /// The layer's directory in overlay upperdir form.
     pub diff: PathBuf,
+    /// For a base image's layer: its blob as pulled, which exports reuse byte for byte.
+    pub blob: Option<LayerBlob>,
+}
+
+/// A pulled layer blob (in the content store) and its uncompressed digest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerBlob {
+    pub descriptor: Descriptor,
+    pub diff_id: Digest,
 }
 
 /// What an op produced.
@@ -70,14 +81,24 @@ pub struct Solved {
     pub cached: usize,
 }
 
-/// Solves graphs against a snapshot store.
+/// Solves graphs against a snapshot store, pulling base images through a registry client.
 pub struct Solver {
     snapshots: SnapshotStore,
+    content: ContentStore,
+    registry: Arc<kiln_registry::Client>,
 }
 
 impl Solver {
-    pub fn new(snapshots: SnapshotStore) -> Solver {
-        Solver { snapshots }
+    pub fn new(
+        snapshots: SnapshotStore,
+        content: ContentStore,
+        registry: Arc<kiln_registry::Client>,
+    ) -> Solver {
+        Solver {
+            snapshots,
+            content,
+            registry,
+        }
     }
 
     /// Computes the target of `req`, reporting progress to `events`.
@@ -157,10 +178,28 @@ impl Solver {
                         },
                     )
                 }
-                Op::Source(Source::Image { reference, .. }) => {
-                    return Err(fail(format!(
-                        "pulling base images ({reference}) is not supported yet"
-                    )));
+                Op::Source(Source::Image {
+                    reference,
+                    digest,
+                    platform,
+                }) => {
+                    let name = node.meta.name.clone();
+                    events(Event::Started { op: id, name });
+                    let start = Instant::now();
+                    let layers = self
+                        .pull(reference, digest.as_ref(), platform, &|line| {
+                            events(Event::Log { op: id, line })
+                        })
+                        .map_err(fail)?;
+                    events(Event::Done {
+                        op: id,
+                        elapsed: start.elapsed(),
+                    });
+                    let mut key = KeyBuilder::new("image");
+                    for l in &layers {
+                        key.str(&l.id.0);
+                    }
+                    (key.finish(), Output::Layers(layers))
                 }
                 Op::Source(Source::Http { url, .. }) => {
                     return Err(fail(format!("ADD from a URL ({url}) is not supported yet")));
@@ -193,6 +232,7 @@ impl Solver {
                     layers.push(Layer {
                         diff: self.snapshots.diff_dir(&sid),
                         id: sid,
+                        blob: None,
                     });
                     (key, Output::Layers(layers))
                 }
@@ -214,6 +254,65 @@ impl Solver {
                 })
             }
         }
+    }
+
+    /// Pulls an image's layers into the content store and unpacks each into a snapshot of its
+    /// own (named by its diff_id, so images that share a layer share its snapshot).
+    fn pull(
+        &self,
+        reference: &str,
+        digest: Option<&Digest>,
+        platform: &Platform,
+        log: &dyn Fn(String),
+    ) -> Result<Vec<Layer>, String> {
+        let mut r: Reference = reference.parse().map_err(|e| format!("{e}"))?;
+        if let Some(d) = digest {
+            r.digest = Some(d.clone());
+        }
+        let resolved = self
+            .registry
+            .resolve(&r, platform)
+            .map_err(|e| e.to_string())?;
+        let diff_ids = &resolved.config.rootfs.diff_ids;
+        if diff_ids.len() != resolved.manifest.layers.len() {
+            return Err(format!(
+                "{r}: the image is inconsistent: {} layers but {} diff_ids in its config",
+                resolved.manifest.layers.len(),
+                diff_ids.len()
+            ));
+        }
+        let mut layers = Vec::new();
+        for (desc, diff_id) in resolved.manifest.layers.iter().zip(diff_ids) {
+            let sid = SnapshotId(format!("layer-{}", diff_id.hex()));
+            if !self.snapshots.exists(&sid) {
+                if !self.content.contains(&desc.digest) {
+                    log(format!(
+                        "pulling {} {}",
+                        desc.digest,
+                        human_bytes(desc.size)
+                    ));
+                    self.registry
+                        .fetch_blob(&r, desc, &self.content)
+                        .map_err(|e| e.to_string())?;
+                }
+                kiln_cache::unpack_to_snapshot(&self.content, &self.snapshots, desc, diff_id, &sid)
+                    .map_err(|e| format!("{r}: layer {}: {e}", desc.digest))?;
+            } else if !self.content.contains(&desc.digest) {
+                // The snapshot outlived its blob: fetch it again so exports can reuse it.
+                self.registry
+                    .fetch_blob(&r, desc, &self.content)
+                    .map_err(|e| e.to_string())?;
+            }
+            layers.push(Layer {
+                diff: self.snapshots.diff_dir(&sid),
+                id: sid,
+                blob: Some(LayerBlob {
+                    descriptor: desc.clone(),
+                    diff_id: diff_id.clone(),
+                }),
+            });
+        }
+        Ok(layers)
     }
 
     /// Applies `actions` on top of `base` into a new snapshot committed as `sid`.

@@ -1,0 +1,88 @@
+//! Builds on base images pulled from a real registry (Debian's docker-registry on loopback).
+
+mod common;
+
+use common::registry::Registry;
+use common::{blob, read_json, Sandbox};
+use std::fs;
+
+#[test]
+fn from_registry_image_by_tag_and_digest_reuses_base_layers() {
+    let reg = Registry::start(None);
+    let base = reg.push_busybox();
+    let sb = Sandbox::new();
+    sb.file("f.txt", "F").dockerfile(&format!(
+        "FROM {base}\nCOPY --chown=app:app f.txt /home/app/f.txt\nCOPY --from={base} /bin/busybox /bb\n"
+    ));
+    sb.build_oci("out", &[]).ok();
+    let rootfs = sb.unpack("out", "latest");
+    assert!(
+        rootfs.join("bin/busybox").is_file(),
+        "the base's files are there"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(rootfs.join("home/app/f.txt")).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (1000, 1000),
+        "--chown names resolve in the base's /etc/passwd"
+    );
+    assert!(rootfs.join("bb").is_file());
+
+    // The base's config carries over; its layer blob is reused byte for byte.
+    let config = sb.config("out");
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["/bin/sh"]));
+    let base_layout = common::registry::busybox_layout();
+    let base_index = read_json(&base_layout.join("index.json"));
+    let base_manifest = read_json(&blob(
+        &base_layout,
+        base_index["manifests"][0]["digest"].as_str().unwrap(),
+    ));
+    let out = sb.path("out");
+    let manifest = read_json(&blob(
+        &out,
+        read_json(&out.join("index.json"))["manifests"][0]["digest"]
+            .as_str()
+            .unwrap(),
+    ));
+    assert_eq!(
+        manifest["layers"][0]["digest"],
+        base_manifest["layers"][0]["digest"]
+    );
+
+    // Pinned by digest: the same base.
+    let digest = config["rootfs"]["diff_ids"][0].clone();
+    let pinned = Sandbox::new();
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+            &format!("docker://{base}"),
+        ])
+        .output()
+        .unwrap();
+    let manifest_digest = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    pinned.dockerfile(&format!(
+        "FROM {}@{manifest_digest}\n",
+        base.rsplit_once(':').unwrap().0
+    ));
+    pinned.build_oci("out", &[]).ok();
+    assert_eq!(pinned.config("out")["rootfs"]["diff_ids"][0], digest);
+}
+
+#[test]
+fn missing_base_image_is_a_clear_error() {
+    let reg = Registry::start(None);
+    let sb = Sandbox::new();
+    sb.dockerfile(&format!("FROM {}/does-not-exist:1.0\n", reg.addr));
+    sb.build_oci("out", &[])
+        .fails_with(&["Dockerfile:1", "does-not-exist:1.0", "not found"]);
+    let wrong = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    sb.dockerfile(&format!("FROM {}/busybox@{wrong}\n", reg.addr));
+    reg.push_busybox();
+    sb.build_oci("out", &[])
+        .fails_with(&["Dockerfile:1", "busybox"]);
+    assert!(!sb.path("out").exists());
+}
