@@ -10,6 +10,9 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // A RUN step's helper process is this binary re-executed: it must run before clap and
+    // before any thread starts.
+    kiln_solver::executor::init_hook();
     let cli = cli::Cli::parse();
     private_mount_namespace();
     let root = cli.root.clone().unwrap_or_else(state::default_root);

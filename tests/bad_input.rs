@@ -72,7 +72,7 @@ fn missing_stage_and_cycles() {
     fails(
         "FROM scratch AS a\nCOPY --from=b /x /y\nFROM scratch AS b\nCOPY --from=a /x /y\n",
         &[],
-        &["circular dependency"],
+        &["cannot copy from stage \"b\", it needs to be defined before current stage \"a\""],
     );
 }
 

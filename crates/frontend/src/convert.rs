@@ -120,11 +120,13 @@ struct Stage {
 struct Layout {
     meta_args: Vec<(ArgDecl, Node)>,
     stages: Vec<Stage>,
+    warnings: Vec<Warning>,
 }
 
 fn layout(file: &Arc<SourceFile>, instrs: Vec<Instruction>) -> Result<Layout, Error> {
     let mut meta_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
+    let mut warnings = Vec::new();
     for ins in instrs {
         match ins.kind {
             Kind::From(from) => {
@@ -139,11 +141,10 @@ fn layout(file: &Arc<SourceFile>, instrs: Vec<Instruction>) -> Result<Layout, Er
                             ));
                         }
                         if stages.iter().any(|s| s.name.as_deref() == Some(&lower)) {
-                            return Err(Error::at(
-                                file,
-                                ins.node.rest_span,
-                                format!("duplicate stage name {n:?}"),
-                            ));
+                            warnings.push(Warning {
+                                message: format!("Duplicate stage name {n:?}, stage names should be unique (the later stage takes the name)"),
+                                span: ins.node.rest_span,
+                            });
                         }
                         Some(lower)
                     }
@@ -169,7 +170,7 @@ fn layout(file: &Arc<SourceFile>, instrs: Vec<Instruction>) -> Result<Layout, Er
                         file,
                         ins.node.keyword_span,
                         format!(
-                            "{} before the first FROM: only ARG may come before FROM",
+                            "no build stage in current context: only ARG may come before the first FROM, not {}",
                             ins.node.keyword.to_uppercase()
                         ),
                     ))
@@ -182,10 +183,14 @@ fn layout(file: &Arc<SourceFile>, instrs: Vec<Instruction>) -> Result<Layout, Er
         return Err(Error::at(
             file,
             span,
-            "the Dockerfile has no FROM: a build needs at least one stage",
+            "dockerfile contains no stages to build: a build needs at least one FROM",
         ));
     }
-    Ok(Layout { meta_args, stages })
+    Ok(Layout {
+        meta_args,
+        stages,
+        warnings,
+    })
 }
 
 fn valid_stage_name(name: &str) -> bool {
@@ -325,7 +330,11 @@ fn comment_above(file: &SourceFile, line: usize) -> Option<String> {
 struct StageState {
     op: OpId,
     config: ImageConfig,
-    /// ARGs declared in the stage, with their values, in declaration order.
+    /// The environment expansion and RUN see (BuildKit's LLB state env): the image's ENV plus
+    /// the ARGs that have a value, in the order declared; a later declaration of a name wins.
+    /// Only ENV reaches the image config.
+    env: Vec<(String, String)>,
+    /// ARGs in scope (declared in the stage or its parent stages), in declaration order.
     args: Vec<(String, Option<String>)>,
     platform: Platform,
     cmd_set: bool,
@@ -335,27 +344,46 @@ struct StageState {
 }
 
 impl StageState {
-    fn env_get(&self, name: &str) -> Option<String> {
-        self.config.config.env.as_ref().and_then(|env| {
-            env.iter().rev().find_map(|kv| {
-                kv.split_once('=')
-                    .filter(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
+    /// The state of a stage starting from an image (or scratch) with `config`. As BuildKit
+    /// does, a config without PATH gets the default one.
+    fn from_image(op: OpId, mut config: ImageConfig, platform: Platform) -> StageState {
+        let env = config.config.env.get_or_insert_with(Vec::new);
+        if !env
+            .iter()
+            .any(|kv| kv.split_once('=').map(|(k, _)| k) == Some("PATH"))
+        {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        let state_env = env
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (kv.clone(), String::new()),
             })
-        })
+            .collect();
+        StageState {
+            op,
+            config,
+            env: state_env,
+            args: Vec::new(),
+            platform,
+            cmd_set: false,
+            label: String::new(),
+            step: 0,
+            steps: 0,
+        }
     }
 
-    /// A variable as expansion sees it: ENV wins over ARG.
+    /// A variable as expansion and RUN see it.
     fn lookup(&self, name: &str) -> Option<String> {
-        self.env_get(name).or_else(|| {
-            self.args
-                .iter()
-                .rev()
-                .find(|(k, _)| k == name)
-                .and_then(|(_, v)| v.clone())
-        })
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 
+    /// ENV: into the image config and the state env.
     fn set_env(&mut self, key: &str, value: &str) {
         let env = self.config.config.env.get_or_insert_with(Vec::new);
         let entry = format!("{key}={value}");
@@ -365,6 +393,15 @@ impl StageState {
         {
             Some(kv) => *kv = entry,
             None => env.push(entry),
+        }
+        self.set_state_env(key, value);
+    }
+
+    /// ARG with a value: into the state env only.
+    fn set_state_env(&mut self, key: &str, value: &str) {
+        match self.env.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value.to_string(),
+            None => self.env.push((key.to_string(), value.to_string())),
         }
     }
 
@@ -452,6 +489,7 @@ impl<'a> Converter<'a> {
             used_args: BTreeSet::new(),
             warnings: df.warnings.clone(),
         };
+        conv.warnings.extend(conv.layout.warnings.clone());
         conv.eval_meta_args()?;
         Ok(conv)
     }
@@ -485,13 +523,9 @@ impl<'a> Converter<'a> {
                     None => None,
                 },
             };
-            match value {
-                Some(v) => {
-                    self.meta.insert(decl.name.clone(), v);
-                }
-                None => {
-                    self.meta.remove(&decl.name);
-                }
+            // A value-less global ARG leaves a predefined value (TARGETARCH…) in place.
+            if let Some(v) = value {
+                self.meta.insert(decl.name.clone(), v);
             }
         }
         Ok(())
@@ -565,7 +599,7 @@ impl<'a> Converter<'a> {
             .layout
             .stages
             .iter()
-            .position(|s| s.name.as_deref() == Some(lower.as_str()))
+            .rposition(|s| s.name.as_deref() == Some(lower.as_str()))
         {
             return Some(i);
         }
@@ -697,36 +731,17 @@ impl<'a> Converter<'a> {
             .find_stage(&image, index)
             .filter(|base| *base < index && image.parse::<usize>().is_err())
         {
+            // A child stage inherits its parent's state, ARGs included.
             let mut parent = self.stage(base)?;
-            parent.args.clear();
             parent.cmd_set = false;
             parent
         } else if image.eq_ignore_ascii_case("scratch") {
             let mut config = ImageConfig::scratch(&platform);
-            config.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
             config.config.working_dir = Some("/".into());
-            StageState {
-                op: self.scratch(),
-                config,
-                args: Vec::new(),
-                platform: platform.clone(),
-                cmd_set: false,
-                label: String::new(),
-                step: 0,
-                steps: 0,
-            }
+            StageState::from_image(self.scratch(), config, platform.clone())
         } else {
             let (op, config) = self.image_source(&node, &image, &platform)?;
-            StageState {
-                op,
-                config,
-                args: Vec::new(),
-                platform: platform.clone(),
-                cmd_set: false,
-                label: String::new(),
-                step: 0,
-                steps: 0,
-            }
+            StageState::from_image(op, config, platform.clone())
         };
         st.platform = platform;
         st.label = label;
@@ -950,6 +965,7 @@ impl<'a> Converter<'a> {
             Kind::Cmd(c) => {
                 let args = self.command_args(st, c);
                 st.config.config.cmd = Some(args.clone());
+                st.config.config.args_escaped = Some(true);
                 st.cmd_set = true;
                 st.history(format!("CMD {}", go_quote_list(&args)), false);
             }
@@ -1000,7 +1016,13 @@ impl<'a> Converter<'a> {
                 st.config.config.healthcheck = Some(hc);
             }
             Kind::Onbuild(inner) => {
-                let expr = inner.node.original.trim().to_string();
+                // As BuildKit records it: heredoc bodies follow the trigger line.
+                let mut expr = inner.original.trim().to_string();
+                for h in &inner.heredocs {
+                    expr.push('\n');
+                    expr.push_str(&h.content);
+                    expr.push_str(&h.name);
+                }
                 st.config
                     .config
                     .on_build
@@ -1046,6 +1068,9 @@ impl<'a> Converter<'a> {
                 Some(v) => format!("{}={v}", d.name),
                 None => d.name.clone(),
             });
+            if let Some(v) = &value {
+                st.set_state_env(&d.name, v);
+            }
             match st.args.iter_mut().find(|(k, _)| k == &d.name) {
                 Some(slot) => slot.1 = value,
                 None => st.args.push((d.name.clone(), value)),
@@ -1111,16 +1136,13 @@ impl<'a> Converter<'a> {
             let m = self.expand_in(st, node, m)?;
             mounts.push(self.parse_mount(st, *span, &m)?);
         }
-        // The environment: the image's ENV, then the stage's ARGs that ENV does not override,
-        // then proxy build args, which need no ARG.
-        let mut env: Vec<String> = st.config.config.env.clone().unwrap_or_default();
-        let mut history_args = Vec::new();
-        for (k, v) in &st.args {
-            history_args.push(format!("{k}={}", st.lookup(k).unwrap_or_default()));
-            if let (Some(v), None) = (v, st.env_get(k)) {
-                env.push(format!("{k}={v}"));
-            }
-        }
+        // The environment: the state env, then proxy build args, which need no ARG.
+        let mut env: Vec<String> = st.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let history_args: Vec<String> = st
+            .args
+            .iter()
+            .map(|(k, _)| format!("{k}={}", st.lookup(k).unwrap_or_default()))
+            .collect();
         for (k, v) in &self.opts.build_args {
             if !PROXY_ARGS.contains(&k.as_str()) {
                 continue;
@@ -1396,10 +1418,20 @@ impl<'a> Converter<'a> {
     fn copy_source(&mut self, st: &StageState, span: Span, from: &str) -> Result<OpId, Error> {
         let current = self.in_progress.last().copied().unwrap_or(usize::MAX);
         if let Some(i) = self.find_stage(from, current) {
+            if i > current {
+                // As BuildKit: only earlier stages, which also rules out dependency cycles.
+                let here = stage_label(&self.layout.stages[current]);
+                return Err(self.err(span, format!("cannot copy from stage {from:?}, it needs to be defined before current stage {here:?}")));
+            }
             return Ok(self.stage(i)?.op);
         }
-        if from.parse::<usize>().is_ok() {
-            return Err(self.err(span, format!("invalid --from={from}: no stage with index {from} (a stage can't copy from itself)")));
+        if let Ok(i) = from.parse::<i64>() {
+            let why = if i == current as i64 {
+                " (a stage can't copy from itself)"
+            } else {
+                ""
+            };
+            return Err(self.err(span, format!("invalid stage index {from}{why}")));
         }
         if self.opts.named_contexts.contains(from) {
             return Err(self.err(span, "named build contexts in --from are not supported yet"));
@@ -1474,18 +1506,17 @@ impl<'a> Converter<'a> {
             None => None,
         };
         let mut excludes = Vec::new();
-        for e in &c.excludes {
-            excludes.push(self.expand_in(st, node, e)?);
-        }
+        excludes.extend(c.excludes.iter().cloned());
         if let Err(e) = kiln_patterns::PatternMatcher::new(&excludes) {
             return Err(self.err(node.span, format!("invalid --exclude: {e}")));
         }
+        // BuildKit expands neither --from nor --exclude; an empty --from is the context.
         let from_op = match &c.from {
-            Some((f, span)) => {
-                let f = self.expand_in(st, node, f)?;
-                Some(self.copy_source(st, *span, &f)?)
+            Some((f, span)) if f.contains('$') => {
+                return Err(self.err(*span, "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround"));
             }
-            None => None,
+            Some((f, span)) if !f.is_empty() => Some(self.copy_source(st, *span, f)?),
+            _ => None,
         };
         let mut actions = Vec::new();
         let mut local = Vec::new();
@@ -1597,6 +1628,15 @@ impl<'a> Converter<'a> {
             meta,
         );
         let mut msg = vec![name.to_string()];
+        if c.parents {
+            msg.push("--parents".into());
+        }
+        if let Some((v, _)) = &c.chown {
+            msg.push(format!("--chown={}", self.expand_in(st, node, v)?));
+        }
+        if let Some((v, _)) = &c.chmod {
+            msg.push(format!("--chmod={}", self.expand_in(st, node, v)?));
+        }
         msg.extend(sources.iter().cloned());
         msg.extend(c.heredocs.iter().map(|h| format!("<<{}", h.name)));
         msg.push(dest_raw);
@@ -1760,15 +1800,27 @@ fn parse_size(s: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
+/// moby's `signal.ParseSignal`: a non-zero number, or a Linux signal name in any case, with or
+/// without `SIG`.
 fn valid_signal(s: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+        "RTMIN", "RTMAX",
+    ];
     if let Ok(n) = s.parse::<u32>() {
-        return (1..=64).contains(&n);
+        return n != 0;
     }
-    let name = s.strip_prefix("SIG").unwrap_or(s);
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '+' || c == '-')
+    let upper = s.to_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let realtime = |prefix: &str, sign: char| {
+        name.strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix(sign))
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| (1..=15).contains(&n))
+    };
+    NAMES.contains(&name) || realtime("RTMIN", '+') || realtime("RTMAX", '-')
 }
 
 /// EXPOSE specs → `port/proto` keys (ranges expanded).
@@ -1802,14 +1854,40 @@ fn parse_port_spec(spec: &str) -> Result<Vec<String>, String> {
 /// A healthcheck as BuildKit writes it into history (Go's `%q` of the struct).
 fn go_healthcheck(hc: &kiln_oci::Healthcheck) -> String {
     format!(
-        "&{{{} \"{}\" \"{}\" \"{}\" \"{}\" '\\x{:02x}'}}",
+        "&{{{} \"{}\" \"{}\" \"{}\" \"{}\" {}}}",
         go_quote_list(&hc.test),
         go_duration(hc.interval),
         go_duration(hc.timeout),
         go_duration(hc.start_period),
         go_duration(hc.start_interval),
-        hc.retries.clamp(0, 255)
+        go_quote_rune(hc.retries)
     )
+}
+
+/// Go's `%q` of an integer as a rune: `'a'`, `'\x00'`, `'\n'`, `'Ĭ'`.
+fn go_quote_rune(n: i64) -> String {
+    let body = match u32::try_from(n).ok().and_then(char::from_u32) {
+        None => "\u{fffd}".to_string(),
+        Some('\u{7}') => r"\a".to_string(),
+        Some('\u{8}') => r"\b".to_string(),
+        Some('\u{c}') => r"\f".to_string(),
+        Some('\n') => r"\n".to_string(),
+        Some('\r') => r"\r".to_string(),
+        Some('\t') => r"\t".to_string(),
+        Some('\u{b}') => r"\v".to_string(),
+        Some('\'') => r"\'".to_string(),
+        Some('\\') => r"\\".to_string(),
+        Some(c) if c.is_ascii_control() => format!(r"\x{:02x}", c as u32),
+        Some(c) if c.is_control() || (c.is_whitespace() && c != ' ') => {
+            if (c as u32) <= 0xffff {
+                format!(r"\u{:04x}", c as u32)
+            } else {
+                format!(r"\U{:08x}", c as u32)
+            }
+        }
+        Some(c) => c.to_string(),
+    };
+    format!("'{body}'")
 }
 
 /// Go's `time.Duration.String()`: `0s`, `100ms`, `1m30s`, `1h0m0s`.

@@ -29,7 +29,8 @@ pub enum Kind {
     User(String),
     Workdir(String),
     Arg(Vec<ArgDecl>),
-    Onbuild(Box<Instruction>),
+    /// The trigger as written; it is only parsed when a child stage runs it.
+    Onbuild(Box<Node>),
     Stopsignal(String),
     Healthcheck(Healthcheck),
     Shell(Vec<String>),
@@ -239,7 +240,11 @@ impl<'a> Flags<'a> {
             .iter()
             .rev()
             .find(|f| f.name == name)
-            .map(|f| f.value.as_deref().is_none_or(|v| v != "false"))
+            .map(|f| {
+                f.value
+                    .as_deref()
+                    .is_none_or(|v| !v.eq_ignore_ascii_case("false"))
+            })
             .unwrap_or(false)
     }
 }
@@ -263,24 +268,34 @@ impl<'a> NodeParser<'a> {
         let mut seen: Vec<&str> = Vec::new();
         for flag in &self.node.flags {
             let Some((_, kind)) = allowed.iter().find(|(n, _)| *n == flag.name) else {
-                return Err(self.err(flag.span, format!("unknown flag: {}", flag.name)));
+                return Err(self.err(flag.span, format!("unknown flag: --{}", flag.name)));
             };
             match kind {
+                FlagKind::Bool if flag.value.as_deref() == Some("") => {
+                    return Err(self.err(
+                        flag.span,
+                        format!("missing a value on flag: --{}", flag.name),
+                    ));
+                }
                 FlagKind::Bool => {
                     if let Some(v) = &flag.value {
-                        if v != "true" && v != "false" {
+                        if !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false") {
                             return Err(self.err(
                                 flag.span,
-                                format!("expecting boolean value for flag {}, not: {v}", flag.name),
+                                format!(
+                                    "expecting boolean value for flag --{}, not: {v}",
+                                    flag.name
+                                ),
                             ));
                         }
                     }
                 }
                 FlagKind::String | FlagKind::List => {
                     if flag.value.is_none() {
-                        return Err(
-                            self.err(flag.span, format!("missing a value on flag: {}", flag.name))
-                        );
+                        return Err(self.err(
+                            flag.span,
+                            format!("missing a value on flag: --{}", flag.name),
+                        ));
                     }
                 }
             }
@@ -288,7 +303,7 @@ impl<'a> NodeParser<'a> {
                 if seen.contains(&flag.name.as_str()) {
                     return Err(self.err(
                         flag.span,
-                        format!("duplicate flag specified: {}", flag.name),
+                        format!("duplicate flag specified: --{}", flag.name),
                     ));
                 }
                 seen.push(&flag.name);
@@ -297,6 +312,11 @@ impl<'a> NodeParser<'a> {
         Ok(Flags {
             given: self.node.flags.iter().collect(),
         })
+    }
+
+    /// Exec form of `text`, `None` for shell form.
+    fn json(&self, text: &str) -> Result<Option<Vec<String>>, Error> {
+        parse_json_array(text).map_err(|e| self.err(self.rest_span(), e))
     }
 
     fn no_flags(&self) -> Result<(), Error> {
@@ -355,7 +375,7 @@ impl<'a> NodeParser<'a> {
         self.require_args()?;
         let rest = self.node.rest.as_str();
         let heredocs = self.node.heredocs.clone();
-        Ok(match parse_json_array(rest) {
+        Ok(match self.json(rest)? {
             Some(args) => Command {
                 args,
                 shell_form: false,
@@ -386,7 +406,7 @@ impl<'a> NodeParser<'a> {
             if !matches!(n.as_str(), "default" | "none" | "host") {
                 return Err(self.err(
                     *span,
-                    format!("unsupported network mode {n:?}: use default, none or host"),
+                    format!("invalid network mode {n:?}: use default, none or host"),
                 ));
             }
         }
@@ -395,7 +415,7 @@ impl<'a> NodeParser<'a> {
             if !matches!(s.as_str(), "sandbox" | "insecure") {
                 return Err(self.err(
                     *span,
-                    format!("unsupported security mode {s:?}: use sandbox or insecure"),
+                    format!("security {s:?} is not valid: use sandbox or insecure"),
                 ));
             }
         }
@@ -410,7 +430,12 @@ impl<'a> NodeParser<'a> {
     fn one_string(&self) -> Result<String, Error> {
         self.no_flags()?;
         self.no_heredocs()?;
-        self.require_args()?;
+        if self.node.rest.trim().is_empty() {
+            return Err(self.err(
+                self.node.keyword_span,
+                format!("{} requires exactly one argument", self.name()),
+            ));
+        }
         Ok(self.node.rest.trim().to_string())
     }
 
@@ -426,8 +451,9 @@ impl<'a> NodeParser<'a> {
         self.no_flags()?;
         self.no_heredocs()?;
         self.require_args()?;
-        let words =
-            parse_json_array(&self.node.rest).unwrap_or_else(|| split_whitespace(&self.node.rest));
+        let words = self
+            .json(&self.node.rest)?
+            .unwrap_or_else(|| split_whitespace(&self.node.rest));
         if words.iter().any(|w| w.trim().is_empty()) {
             return Err(self.err(
                 self.rest_span(),
@@ -499,20 +525,22 @@ impl<'a> NodeParser<'a> {
 
     fn copy(&self, add: bool) -> Result<Kind, Error> {
         let mut allowed = vec![
-            ("from", FlagKind::String),
             ("chown", FlagKind::String),
             ("chmod", FlagKind::String),
             ("link", FlagKind::Bool),
-            ("parents", FlagKind::Bool),
             ("exclude", FlagKind::List),
         ];
         if add {
             allowed.push(("checksum", FlagKind::String));
             allowed.push(("keep-git-dir", FlagKind::Bool));
+        } else {
+            allowed.push(("from", FlagKind::String));
+            allowed.push(("parents", FlagKind::Bool));
         }
         let flags = self.flags(&allowed)?;
-        let words =
-            parse_json_array(&self.node.rest).unwrap_or_else(|| split_whitespace(&self.node.rest));
+        let words = self
+            .json(&self.node.rest)?
+            .unwrap_or_else(|| split_whitespace(&self.node.rest));
         let heredoc_names: Vec<&str> = self.node.heredocs.iter().map(|h| h.name.as_str()).collect();
         let mut sources = Vec::new();
         let mut dest = None;
@@ -527,7 +555,7 @@ impl<'a> NodeParser<'a> {
         }
         let name = self.name();
         let dest = match dest {
-            Some(d) if !(sources.is_empty() && self.node.heredocs.is_empty()) => d,
+            Some(d) if words.len() >= 2 => d,
             _ => {
                 return Err(self.err(
                     self.rest_span(),
@@ -535,6 +563,15 @@ impl<'a> NodeParser<'a> {
                 ))
             }
         };
+        if Some(dest.as_str())
+            .and_then(heredoc_marker)
+            .is_some_and(|n| heredoc_names.contains(&n))
+        {
+            return Err(self.err(
+                self.rest_span(),
+                format!("{name} cannot accept a heredoc as a destination"),
+            ));
+        }
         let chmod = flags.string("chmod");
         if let Some((m, span)) = &chmod {
             if u32::from_str_radix(m, 8).is_err() && !m.contains('$') {
@@ -586,11 +623,7 @@ impl<'a> NodeParser<'a> {
                     inner.keyword.to_uppercase()
                 ),
             )),
-            _ => Ok(Kind::Onbuild(Box::new(parse(
-                self.file,
-                self.escape,
-                inner,
-            )?))),
+            _ => Ok(Kind::Onbuild(Box::new(inner.clone()))),
         }
     }
 
@@ -618,13 +651,16 @@ impl<'a> NodeParser<'a> {
         if !word.eq_ignore_ascii_case("cmd") {
             return Err(self.err(
                 self.rest_span(),
-                format!("Unknown type {word:?} in HEALTHCHECK (try CMD)"),
+                format!(
+                    "Unknown type {:?} in HEALTHCHECK (try CMD)",
+                    word.to_uppercase()
+                ),
             ));
         }
         if tail.is_empty() {
-            return Err(self.err(self.rest_span(), "HEALTHCHECK CMD requires a command"));
+            return Err(self.err(self.rest_span(), "Missing command after HEALTHCHECK CMD"));
         }
-        let command = match parse_json_array(tail) {
+        let command = match self.json(tail)? {
             Some(args) => Command {
                 args,
                 shell_form: false,
@@ -655,13 +691,16 @@ impl<'a> NodeParser<'a> {
         let retries = match flags.string("retries") {
             None => 0,
             Some((v, span)) => {
-                let n: i64 = v.parse().map_err(|_| {
-                    self.err(span, format!("invalid --retries={v}: expected a number"))
+                let n: i32 = v.parse().map_err(|_| {
+                    self.err(
+                        span,
+                        format!("invalid --retries={v}: expected a number (32 bits)"),
+                    )
                 })?;
                 if n < 0 {
-                    return Err(self.err(span, "--retries cannot be negative"));
+                    return Err(self.err(span, format!("--retries cannot be negative ({n})")));
                 }
-                n
+                i64::from(n)
             }
         };
         Ok(Healthcheck::Check {
@@ -678,7 +717,7 @@ impl<'a> NodeParser<'a> {
         self.no_flags()?;
         self.no_heredocs()?;
         self.require_args()?;
-        match parse_json_array(&self.node.rest) {
+        match self.json(&self.node.rest)? {
             Some(v) if !v.is_empty() => Ok(v),
             _ => Err(self.err(
                 self.rest_span(),
@@ -688,13 +727,33 @@ impl<'a> NodeParser<'a> {
     }
 }
 
-/// Exec form: the text is a JSON array of strings (anything else is shell form, as in Docker).
-pub fn parse_json_array(text: &str) -> Option<Vec<String>> {
-    let t = text.trim();
+/// What exec form says about text that is not a JSON array of strings only.
+pub const NOT_STRING_ARRAY: &str =
+    "when using JSON array syntax, arrays must be comprised of strings only";
+
+/// Exec form, as BuildKit reads it: the first JSON value of the text, when it is an array of
+/// strings (text after it is ignored). Text that is not a JSON array is shell form (`None`);
+/// an array with anything but strings is an error.
+pub fn parse_json_array(text: &str) -> Result<Option<Vec<String>>, &'static str> {
+    use serde_json::Value;
+    let t = text.trim_start();
     if !t.starts_with('[') {
-        return None;
+        return Ok(None);
     }
-    serde_json::from_str::<Vec<String>>(t).ok()
+    match serde_json::Deserializer::from_str(t)
+        .into_iter::<Value>()
+        .next()
+    {
+        Some(Ok(Value::Array(items))) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(NOT_STRING_ARRAY),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// Splits on whitespace.
@@ -807,13 +866,17 @@ mod tests {
     #[test]
     fn json_array_or_shell() {
         assert_eq!(
-            parse_json_array(r#"["a", "b c"]"#),
+            parse_json_array(r#"["a", "b c"]"#).unwrap(),
             Some(vec!["a".into(), "b c".into()])
         );
-        assert_eq!(parse_json_array("[\"a\", 1]"), None);
-        assert_eq!(parse_json_array("[not json"), None);
-        assert_eq!(parse_json_array("echo [a]"), None);
-        assert_eq!(parse_json_array("[]"), Some(vec![]));
+        assert_eq!(parse_json_array("[\"a\", 1]"), Err(NOT_STRING_ARRAY));
+        assert_eq!(parse_json_array("[not json"), Ok(None));
+        assert_eq!(parse_json_array("echo [a]"), Ok(None));
+        assert_eq!(parse_json_array("[]"), Ok(Some(vec![])));
+        assert_eq!(
+            parse_json_array("[\"a\"] extra"),
+            Ok(Some(vec!["a".into()]))
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! run processes. It knows nothing of Dockerfile syntax nor of output formats.
 
 pub mod cachekey;
+pub mod executor;
 pub mod fileop;
 pub mod op;
 pub mod solve;

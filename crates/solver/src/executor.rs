@@ -1,0 +1,156 @@
+//! Executors run the process of one exec op (a Dockerfile RUN) in a root filesystem the solver
+//! has already mounted writable, and leave that filesystem exactly as the process left it, so the
+//! solver can commit it as the step's layer. Like BuildKit's `executor/runcexecutor` they give the
+//! process its own mount, pid, ipc and uts namespaces (and a network namespace with only `lo`
+//! for `NetworkMode::None`), fresh `/proc`, `/dev` and `/sys`, and read-only binds of generated
+//! `/etc/hosts` and `/etc/resolv.conf`; mount points they had to create are removed afterwards
+//! (BuildKit's `MountStubsCleaner`).
+//!
+//! Two implementations: [`OciRuntimeExecutor`] writes an OCI bundle and drives `runc` or `crun`;
+//! [`BuiltinExecutor`] does the same work itself with `nix`, in a re-executed copy of the current
+//! binary (see [`init_hook`]) so that no namespace work happens in a multi-threaded process.
+
+mod builtin;
+mod oci;
+mod prepare;
+mod pump;
+mod rootfs;
+mod user;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use serde::{Deserialize, Serialize};
+
+use crate::op::NetworkMode;
+
+pub use builtin::{init_hook, init_hook_from, BuiltinExecutor, HELPER_ARG};
+pub use oci::OciRuntimeExecutor;
+
+/// `PATH` given to processes whose environment has none (BuildKit's `DefaultPathEnvUnix`).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Hostname when the spec has none (BuildKit's `defaultHostname`).
+pub const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
+
+/// What to run, and where.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// The step's root filesystem, mounted read-write by the caller.
+    pub rootfs: PathBuf,
+    /// `args[0]` is the program, looked up in the `PATH` of `env` inside the rootfs.
+    pub args: Vec<String>,
+    /// `KEY=value` pairs; `PATH` and `HOME` get defaults when missing.
+    pub env: Vec<String>,
+    /// Working directory inside the rootfs; created (0755, owned by the user) when missing.
+    pub cwd: String,
+    /// `""` (root), `name`, `uid`, `name:group` or `uid:gid`, resolved in the rootfs.
+    pub user: String,
+    pub network: NetworkMode,
+    /// Empty means [`DEFAULT_HOSTNAME`].
+    pub hostname: String,
+    /// Extra mounts (secrets, caches, binds, tmpfs). Not supported yet: must be empty.
+    pub mounts: Vec<ExecMount>,
+}
+
+/// An extra mount for the process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExecMount {
+    pub source: PathBuf,
+    pub target: String,
+    pub readonly: bool,
+    pub kind: ExecMountKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecMountKind {
+    Bind,
+    Tmpfs,
+}
+
+/// Which output stream a chunk came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Why a process could not be run. A process that ran and failed is not an error: its exit code
+/// is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("unable to find user {user}: no matching entries in passwd file")]
+    UnknownUser { user: String },
+    #[error("unable to find group {group}: no matching entries in group file")]
+    UnknownGroup { group: String },
+    #[error("{program}: no such file or directory in the image")]
+    ProgramNotFound { program: String },
+    #[error("\"{program}\": executable file not found in $PATH of the image (PATH={path})")]
+    ProgramNotInPath { program: String, path: String },
+    #[error("no command to run")]
+    EmptyCommand,
+    #[error("failed to create working directory {cwd}: {source}")]
+    WorkingDir { cwd: String, source: io::Error },
+    #[error("{0} are not supported by the executors yet")]
+    Unsupported(&'static str),
+    #[error("unknown executor {0:?}: expected builtin, runc or crun")]
+    UnknownExecutor(String),
+    #[error("the OCI runtime {0} was not found in PATH")]
+    RuntimeNotFound(String),
+    #[error("failed to start {program}: {source}")]
+    Spawn { program: PathBuf, source: io::Error },
+    #[error("failed to set up the container: {0}")]
+    Setup(String),
+    #[error("{action}: {source}")]
+    Io { action: String, source: io::Error },
+    #[error("the process was cancelled")]
+    Cancelled,
+}
+
+impl ExecError {
+    fn io(action: impl Into<String>, source: impl Into<io::Error>) -> Self {
+        ExecError::Io {
+            action: action.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Runs processes for exec ops.
+pub trait Executor: Send + Sync {
+    /// `builtin`, `runc` or `crun`.
+    fn name(&self) -> &'static str;
+
+    /// Runs the process, handing each chunk of its output to `output` as it arrives, and returns
+    /// its exit code (128 + signal when killed). Setting `cancel` kills every process of the
+    /// step and returns [`ExecError::Cancelled`]. No process, mount or temporary file is left
+    /// behind in any case.
+    fn run(
+        &self,
+        spec: &ExecSpec,
+        output: &mut dyn FnMut(Stream, &[u8]),
+        cancel: &AtomicBool,
+    ) -> Result<i32, ExecError>;
+}
+
+/// The executor called `name` (`builtin`, `runc` or `crun`), keeping its state under `state_dir`.
+pub fn executor_for(name: &str, state_dir: &Path) -> Result<Box<dyn Executor>, ExecError> {
+    let state = state_dir.join(name);
+    match name {
+        "builtin" => Ok(Box::new(BuiltinExecutor::new(state))),
+        "runc" | "crun" => {
+            let binary =
+                find_in_path(name).ok_or_else(|| ExecError::RuntimeNotFound(name.to_string()))?;
+            Ok(Box::new(OciRuntimeExecutor::new(binary, state)))
+        }
+        other => Err(ExecError::UnknownExecutor(other.to_string())),
+    }
+}
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
