@@ -80,7 +80,14 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     }
 
     let state = State::open(root)?;
-    let solver = Solver::new(state.snapshots.clone(), state.content.clone(), registry);
+    let executor = kiln_solver::executor::executor_for(&args.runtime, &root.join("executor"))
+        .with_context(|| format!("--runtime {}", args.runtime))?;
+    let solver = Solver::new(
+        state.snapshots.clone(),
+        state.content.clone(),
+        registry,
+        executor,
+    );
     let mut locals = HashMap::new();
     locals.insert("context".to_string(), inputs.context.clone());
     let request = SolveRequest {
@@ -88,6 +95,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         target: plan.target,
         locals: &locals,
         no_cache: args.no_cache,
+        cancel: crate::interrupt::flag(),
     };
     let solved = solver
         .solve(&request, &|e| progress.event(e))

@@ -93,6 +93,10 @@ pub struct BuildArgs {
     #[arg(long, value_name = "METHOD", default_value = "build")]
     pub call: String,
 
+    /// What runs RUN steps: the builtin namespace executor, runc or crun.
+    #[arg(long, env = "KILN_RUNTIME", default_value = "builtin", value_parser = ["builtin", "runc", "crun"])]
+    pub runtime: String,
+
     /// Registry reached over plain HTTP (`host[:port]`); loopback registries always are.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registries: Vec<String>,

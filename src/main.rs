@@ -2,6 +2,7 @@
 
 mod build;
 mod cli;
+mod interrupt;
 mod output;
 mod progress;
 mod state;
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     private_mount_namespace();
     let root = cli.root.clone().unwrap_or_else(state::default_root);
+    interrupt::install();
     let result = match cli.command {
         cli::Command::Build(args) => build::run(&root, args),
     };
@@ -23,7 +25,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             render_error(e);
-            ExitCode::FAILURE
+            if interrupt::flag().load(std::sync::atomic::Ordering::SeqCst) {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -3,14 +3,16 @@
 //! and committed. (Ops run one at a time here; the parallel scheduler replaces this loop.)
 
 use crate::cachekey::{tree_digest, CacheKey, KeyBuilder};
+use crate::executor::{ExecError, ExecSpec, Executor, Stream};
 use crate::fileop::{self, FileOpOptions, SourceFs};
-use crate::op::{FileAction, Graph, Location, Op, OpId, Source};
+use crate::op::{ExecOp, FileAction, Graph, Location, Op, OpId, Source};
 use kiln_cache::{ContentStore, Mounted, SnapshotId, SnapshotStore};
 use kiln_oci::{Descriptor, Digest, Platform};
 use kiln_patterns::PatternMatcher;
 use kiln_registry::Reference;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +72,8 @@ pub struct SolveRequest<'a> {
     pub locals: &'a HashMap<String, PathBuf>,
     /// Compute every op even when its result is cached.
     pub no_cache: bool,
+    /// Set (by a Ctrl-C handler) to stop the build: the running step is killed, nothing more starts.
+    pub cancel: &'a AtomicBool,
 }
 
 /// The solver's result: the target's layers, bottom first.
@@ -86,6 +90,7 @@ pub struct Solver {
     snapshots: SnapshotStore,
     content: ContentStore,
     registry: Arc<kiln_registry::Client>,
+    executor: Box<dyn Executor>,
 }
 
 impl Solver {
@@ -93,11 +98,13 @@ impl Solver {
         snapshots: SnapshotStore,
         content: ContentStore,
         registry: Arc<kiln_registry::Client>,
+        executor: Box<dyn Executor>,
     ) -> Solver {
         Solver {
             snapshots,
             content,
             registry,
+            executor,
         }
     }
 
@@ -117,6 +124,13 @@ impl Solver {
         };
         for id in needed {
             let node = &req.graph.nodes[id];
+            if req.cancel.load(Ordering::SeqCst) {
+                return Err(SolveError {
+                    op_name: node.meta.name.clone(),
+                    location: None,
+                    message: "the build was cancelled".into(),
+                });
+            }
             let fail = |message: String| SolveError {
                 op_name: node.meta.name.clone(),
                 location: node.meta.location.clone(),
@@ -204,7 +218,41 @@ impl Solver {
                 Op::Source(Source::Http { url, .. }) => {
                     return Err(fail(format!("ADD from a URL ({url}) is not supported yet")));
                 }
-                Op::Exec(_) => return Err(fail("RUN is not supported yet".into())),
+                Op::Exec(e) => {
+                    if !e.mounts.is_empty() {
+                        return Err(fail("RUN --mount is not supported yet".into()));
+                    }
+                    let key = exec_key(e, &keys);
+                    let Output::Layers(base) = outputs[&e.rootfs].clone() else {
+                        return Err(fail(
+                            "RUN needs a root filesystem, not a local directory".into(),
+                        ));
+                    };
+                    let sid = SnapshotId(key.hex());
+                    let name = node.meta.name.clone();
+                    if !req.no_cache && self.snapshots.exists(&sid) {
+                        events(Event::Cached { op: id, name });
+                        solved.cached += 1;
+                    } else {
+                        events(Event::Started { op: id, name });
+                        let start = Instant::now();
+                        let log = |line: String| events(Event::Log { op: id, line });
+                        self.run_exec(&base, e, &sid, req.cancel, &log)
+                            .map_err(fail)?;
+                        events(Event::Done {
+                            op: id,
+                            elapsed: start.elapsed(),
+                        });
+                        solved.ran += 1;
+                    }
+                    let mut layers = base;
+                    layers.push(Layer {
+                        diff: self.snapshots.diff_dir(&sid),
+                        id: sid,
+                        blob: None,
+                    });
+                    (key, Output::Layers(layers))
+                }
                 Op::File(f) => {
                     let key = file_key(f.base, &f.actions, &keys);
                     let Output::Layers(base) = outputs[&f.base].clone() else {
@@ -315,6 +363,64 @@ impl Solver {
         Ok(layers)
     }
 
+    /// Runs a process on top of `base`; what it leaves becomes the snapshot `sid`.
+    fn run_exec(
+        &self,
+        base: &[Layer],
+        e: &ExecOp,
+        sid: &SnapshotId,
+        cancel: &AtomicBool,
+        log: &dyn Fn(String),
+    ) -> Result<(), String> {
+        let prepared = self.snapshots.prepare().map_err(|e| e.to_string())?;
+        let result = (|| {
+            let lower: Vec<PathBuf> = base.iter().map(|l| l.diff.clone()).collect();
+            let rootfs = self
+                .snapshots
+                .mount_rw(&lower, &prepared)
+                .map_err(|e| e.to_string())?;
+            let spec = ExecSpec {
+                rootfs: rootfs.path().to_path_buf(),
+                args: e.args.clone(),
+                env: e.env.clone(),
+                cwd: e.cwd.clone(),
+                user: e.user.clone(),
+                network: e.network,
+                ..Default::default()
+            };
+            let mut lines = LineSplitter::default();
+            let code = self
+                .executor
+                .run(
+                    &spec,
+                    &mut |stream, chunk| lines.push(stream, chunk, log),
+                    cancel,
+                )
+                .map_err(|err| match err {
+                    ExecError::Cancelled => "the build was cancelled".to_string(),
+                    other => other.to_string(),
+                })?;
+            lines.flush(log);
+            if code != 0 {
+                return Err(format!(
+                    "process \"{}\" did not complete successfully: exit code: {code}",
+                    e.args.join(" ")
+                ));
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => self
+                .snapshots
+                .commit(prepared, sid)
+                .map_err(|e| e.to_string()),
+            Err(e) => {
+                let _ = self.snapshots.discard(prepared);
+                Err(e)
+            }
+        }
+    }
+
     /// Applies `actions` on top of `base` into a new snapshot committed as `sid`.
     fn run_file_op(
         &self,
@@ -389,6 +495,58 @@ fn needed_ops(graph: &Graph, target: OpId) -> Vec<OpId> {
         }
     }
     seen.into_iter().collect()
+}
+
+/// An exec op's key: its rootfs's key and everything else it says (command, env, user, cwd,
+/// network, mounts), with the ops its mounts read named by their keys.
+fn exec_key(e: &ExecOp, keys: &HashMap<OpId, CacheKey>) -> CacheKey {
+    let mut b = KeyBuilder::new("exec");
+    b.key(&keys[&e.rootfs]);
+    let mut e = e.clone();
+    e.rootfs = 0;
+    for m in &mut e.mounts {
+        match &mut m.kind {
+            crate::op::MountKind::Bind { from, .. } => {
+                b.key(&keys[from]);
+                *from = 0;
+            }
+            crate::op::MountKind::Cache {
+                from: Some(from), ..
+            } => {
+                b.key(&keys[from]);
+                *from = 0;
+            }
+            _ => {}
+        }
+    }
+    b.str(&serde_json::to_string(&e).expect("exec ops serialise"));
+    b.finish()
+}
+
+/// Cuts a step's output into lines for the progress display, per stream.
+#[derive(Default)]
+struct LineSplitter {
+    pending: [Vec<u8>; 2],
+}
+
+impl LineSplitter {
+    fn push(&mut self, stream: Stream, chunk: &[u8], log: &dyn Fn(String)) {
+        let buf = &mut self.pending[matches!(stream, Stream::Stderr) as usize];
+        buf.extend_from_slice(chunk);
+        while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            log(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+        }
+    }
+
+    fn flush(&mut self, log: &dyn Fn(String)) {
+        for buf in &mut self.pending {
+            if !buf.is_empty() {
+                log(String::from_utf8_lossy(buf).into_owned());
+                buf.clear();
+            }
+        }
+    }
 }
 
 /// A file op's key: its base's key and its actions, with each copy source named by its key.
