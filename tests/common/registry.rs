@@ -91,56 +91,17 @@ impl Drop for Registry {
     }
 }
 
-/// An OCI layout holding `busybox:1.35`: busybox with its applets, /etc/passwd with root and
-/// app (1000), /tmp 1777 — built once per test process.
+/// An OCI layout holding `busybox:1.35` (made by scripts/busybox-image.sh, which the example
+/// uses too) — built once per test process.
 pub fn busybox_layout() -> PathBuf {
     static LAYOUT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     LAYOUT
         .get_or_init(|| {
             let dir = std::env::temp_dir().join(format!("kiln-test-busybox-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
             let layout = dir.join("layout");
-            let bundle = dir.join("bundle");
-            let run = |args: &[&str]| {
-                let out = Command::new("umoci").args(args).output().unwrap();
-                assert!(out.status.success(), "umoci {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-            };
-            let l = layout.display().to_string();
-            let b = bundle.display().to_string();
-            run(&["init", "--layout", &l]);
-            run(&["new", "--image", &format!("{l}:1.35")]);
-            run(&["unpack", "--image", &format!("{l}:1.35"), &b]);
-            let root = bundle.join("rootfs");
-            for d in ["bin", "etc", "tmp", "root", "home/app"] {
-                std::fs::create_dir_all(root.join(d)).unwrap();
-            }
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-            std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is installed");
-            let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-            for applet in String::from_utf8_lossy(&list.stdout).lines() {
-                if applet != "busybox" {
-                    let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
-                }
-            }
-            std::fs::write(
-                root.join("etc/passwd"),
-                "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-            )
-            .unwrap();
-            std::fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\nnogroup:x:65534:\n").unwrap();
-            nix::unistd::chown(&root.join("home/app"), Some(1000.into()), Some(1000.into())).unwrap();
-            run(&["repack", "--image", &format!("{l}:1.35"), &b]);
-            run(&[
-                "config",
-                "--image",
-                &format!("{l}:1.35"),
-                "--config.cmd",
-                "/bin/sh",
-                "--config.env",
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            ]);
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/busybox-image.sh");
+            let out = Command::new(script).arg(&layout).output().unwrap();
+            assert!(out.status.success(), "busybox-image.sh: {}", String::from_utf8_lossy(&out.stderr));
             layout
         })
         .clone()
