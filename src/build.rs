@@ -9,12 +9,12 @@ use crate::state::State;
 use anyhow::{anyhow, bail, Context, Result};
 use kiln_exporter::{Compression, ImageOptions, LayerOptions};
 use kiln_frontend::{
-    convert::{self, BuildOptions, ImageResolver, ResolvedImage},
+    convert::{self, BuildOptions, ImageResolver, NamedContext, ResolvedImage},
     parser, Error as FrontendError, SourceFile, Span,
 };
 use kiln_oci::Platform;
 use kiln_solver::{SolveError, SolveRequest, Solver};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +25,8 @@ struct Inputs {
     /// The directory behind the build context (an empty one for `kiln build -`).
     context: PathBuf,
     dockerignore: Vec<String>,
+    /// Directories of named contexts, by their local source key.
+    named_locals: Vec<(String, PathBuf)>,
     _empty_context: Option<tempfile::TempDir>,
 }
 
@@ -32,7 +34,8 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     reject_unsupported(&args)?;
     let progress = Progress::new(args.progress == ProgressMode::Quiet);
     let inputs = read_inputs(&args)?;
-    let opts = build_options(&args, &inputs)?;
+    let mut inputs = inputs;
+    let opts = build_options(&args, &mut inputs)?;
     let df = parser::parse(inputs.dockerfile.clone()).map_err(report)?;
     for w in &df.warnings {
         let (line, _) = df.file.line_col(w.span.start);
@@ -90,6 +93,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     );
     let mut locals = HashMap::new();
     locals.insert("context".to_string(), inputs.context.clone());
+    locals.extend(inputs.named_locals.iter().cloned());
     let request = SolveRequest {
         graph: &plan.graph,
         target: plan.target,
@@ -193,7 +197,6 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
 fn reject_unsupported(args: &BuildArgs) -> Result<()> {
     let unsupported = [
         ("--secret", !args.secret.is_empty()),
-        ("--build-context", !args.build_contexts.is_empty()),
         ("--cache-from", !args.cache_from.is_empty()),
         ("--cache-to", !args.cache_to.is_empty()),
         ("--progress=tty", args.progress == ProgressMode::Tty),
@@ -228,6 +231,7 @@ fn read_inputs(args: &BuildArgs) -> Result<Inputs> {
             dockerfile: SourceFile::new("Dockerfile", read_stdin()?),
             context: empty.path().to_path_buf(),
             dockerignore: Vec::new(),
+            named_locals: Vec::new(),
             _empty_context: Some(empty),
         });
     }
@@ -270,11 +274,12 @@ fn read_inputs(args: &BuildArgs) -> Result<Inputs> {
         dockerfile,
         context,
         dockerignore,
+        named_locals: Vec::new(),
         _empty_context: None,
     })
 }
 
-fn build_options(args: &BuildArgs, inputs: &Inputs) -> Result<BuildOptions> {
+fn build_options(args: &BuildArgs, inputs: &mut Inputs) -> Result<BuildOptions> {
     let build_args = args
         .build_args
         .iter()
@@ -297,13 +302,143 @@ fn build_options(args: &BuildArgs, inputs: &Inputs) -> Result<BuildOptions> {
             bail!("invalid --target {t:?}: give the name of a stage");
         }
     }
+    let target_platform = platform.clone().unwrap_or_else(Platform::host);
+    let mut named_contexts = BTreeMap::new();
+    for spec in &args.build_contexts {
+        let (name, ctx, local) = named_context(spec, &target_platform)?;
+        if let Some(dir) = local {
+            if let NamedContext::Local { key, .. } = &ctx {
+                inputs.named_locals.push((key.clone(), dir));
+            }
+        }
+        // As buildx (a map): a later value for the same name wins.
+        named_contexts.insert(name, ctx);
+    }
     Ok(BuildOptions {
         target: args.target.clone(),
         build_args,
         platform,
         dockerignore: inputs.dockerignore.clone(),
-        named_contexts: Default::default(),
+        named_contexts,
     })
+}
+
+/// One `--build-context NAME=VALUE`, as buildx takes it: VALUE is `docker-image://REF`,
+/// `oci-layout://PATH[:TAG|@DIGEST]` (TAG defaults to `latest`) or a directory. Returns the
+/// normalised name, the context, and the directory behind a local one.
+fn named_context(
+    spec: &str,
+    platform: &Platform,
+) -> Result<(String, NamedContext, Option<PathBuf>)> {
+    let bad = |why: String| anyhow!("invalid --build-context {spec:?}: {why}");
+    let Some((name, value)) = spec.split_once('=') else {
+        return Err(bad("expected NAME=VALUE".into()));
+    };
+    if name.is_empty() || value.is_empty() {
+        return Err(bad("expected NAME=VALUE".into()));
+    }
+    // buildx parses the name as an image reference (lowercase, no spaces).
+    let valid = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/:".contains(c))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && !name.ends_with([':', '/', '.', '-', '_']);
+    if !valid {
+        return Err(bad(format!(
+            "invalid context name {name:?}: use a stage or image name (lowercase letters, digits, '.', '_', '-', '/', ':tag')"
+        )));
+    }
+    let key = convert::context_name(name);
+    if let Some(reference) = value.strip_prefix("docker-image://") {
+        if reference.is_empty() {
+            return Err(bad("docker-image:// needs an image reference".into()));
+        }
+        reference
+            .parse::<kiln_registry::Reference>()
+            .map_err(|e| bad(format!("{e}")))?;
+        return Ok((
+            key,
+            NamedContext::Image {
+                reference: reference.to_string(),
+            },
+            None,
+        ));
+    }
+    if let Some(rest) = value.strip_prefix("oci-layout://") {
+        let (rest, digest) = match rest.split_once('@') {
+            Some((p, d)) => (
+                p,
+                Some(
+                    d.parse::<kiln_oci::Digest>()
+                        .map_err(|e| bad(format!("invalid digest {d:?}: {e}")))?,
+                ),
+            ),
+            None => (rest, None),
+        };
+        // The tag follows the last ':' after the last '/' (a path may hold ':' elsewhere).
+        let slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (path, tag) = match rest[slash..].rfind(':') {
+            Some(i) => (&rest[..slash + i], Some(&rest[slash + i + 1..])),
+            None => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(bad("oci-layout:// needs the path of an OCI layout".into()));
+        }
+        if tag == Some("") {
+            return Err(bad("empty tag after ':'".into()));
+        }
+        let reference = match (digest, tag) {
+            (Some(d), _) => kiln_solver::source_oci_layout::LayoutRef::Digest(d),
+            (None, t) => {
+                kiln_solver::source_oci_layout::LayoutRef::Tag(t.unwrap_or("latest").to_string())
+            }
+        };
+        let path = std::path::absolute(path).map_err(|e| bad(e.to_string()))?;
+        let image = kiln_solver::source_oci_layout::resolve(&path, &reference, platform)
+            .map_err(|e| anyhow!("--build-context {name}: {e}"))?;
+        return Ok((
+            key,
+            NamedContext::OciLayout {
+                path: path.display().to_string(),
+                digest: image.digest,
+                platform: platform.clone(),
+                config: Box::new(image.config),
+            },
+            None,
+        ));
+    }
+    if value.starts_with("target:") {
+        return Err(bad("target: contexts only exist in buildx bake".into()));
+    }
+    if value.contains("://") || value.starts_with("git@") {
+        return Err(bad(
+            "only directories, docker-image:// and oci-layout:// contexts are supported yet".into(),
+        ));
+    }
+    let dir = PathBuf::from(value);
+    if !dir.is_dir() {
+        return Err(anyhow!(
+            "--build-context {name}: {}: not a directory",
+            dir.display()
+        ));
+    }
+    // As BuildKit's dockerui (namedcontext.go, "local"): the directory's own .dockerignore applies.
+    let ignore_file = dir.join(".dockerignore");
+    let exclude = match std::fs::read_to_string(&ignore_file) {
+        Ok(text) => kiln_patterns::read_ignore_file(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", ignore_file.display())),
+    };
+    kiln_patterns::PatternMatcher::new(&exclude)
+        .map_err(|e| anyhow!("{}: {e}", ignore_file.display()))?;
+    Ok((
+        key.clone(),
+        NamedContext::Local {
+            key: format!("context:{key}"),
+            exclude,
+        },
+        Some(dir),
+    ))
 }
 
 /// SOURCE_DATE_EPOCH from `--build-arg` or, failing that, the environment.

@@ -119,7 +119,11 @@ fn not_supported_yet_names_the_line() {
     fails(
         "FROM scratch\nCOPY f.txt /\nRUN --mount=type=cache,target=/c true\n",
         &[],
-        &["Dockerfile:3", "RUN --mount is not supported yet", "RUN --mount=type=cache"],
+        &[
+            "Dockerfile:3",
+            "RUN --mount is not supported yet",
+            "RUN --mount=type=cache",
+        ],
     );
     fails(
         "FROM scratch\nCOPY --link f.txt /\n",

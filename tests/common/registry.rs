@@ -97,11 +97,16 @@ pub fn busybox_layout() -> PathBuf {
     static LAYOUT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     LAYOUT
         .get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("kiln-test-busybox-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("kiln-test-busybox-{}", std::process::id()));
             let layout = dir.join("layout");
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/busybox-image.sh");
             let out = Command::new(script).arg(&layout).output().unwrap();
-            assert!(out.status.success(), "busybox-image.sh: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "busybox-image.sh: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             layout
         })
         .clone()

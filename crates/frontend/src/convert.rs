@@ -26,8 +26,40 @@ pub struct BuildOptions {
     pub platform: Option<Platform>,
     /// `.dockerignore` patterns, applied to the build context.
     pub dockerignore: Vec<String>,
-    /// Named contexts (`--build-context NAME=…`) the frontend may refer to.
-    pub named_contexts: BTreeSet<String>,
+    /// Named contexts (`--build-context NAME=…`), by normalised name ([`context_name`]).
+    /// A named context replaces a stage of that name, and is used before an image of that
+    /// name, in FROM, `COPY --from` and `RUN --mount=from` (BuildKit's `namedContext`).
+    pub named_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// What a named context is, as the caller resolved it (the frontend does no I/O).
+#[derive(Clone, Debug)]
+pub enum NamedContext {
+    /// A directory, handed to the solver as the local source `key`; `exclude` holds the
+    /// patterns of the directory's own `.dockerignore`.
+    Local { key: String, exclude: Vec<String> },
+    /// An image reference, resolved as `FROM reference` would be.
+    Image { reference: String },
+    /// An image in an OCI layout on disk: its manifest digest (one platform's) and config.
+    OciLayout {
+        path: String,
+        digest: Digest,
+        platform: Platform,
+        config: Box<ImageConfig>,
+    },
+}
+
+/// The name a context is looked up by: as `reference.FamiliarString` would print a
+/// reference, without `:latest` (`docker.io/library/alpine:latest` → `alpine`).
+pub fn context_name(name: &str) -> String {
+    let mut n = name.to_string();
+    if let Some(rest) = n.strip_prefix("docker.io/") {
+        n = rest.strip_prefix("library/").unwrap_or(rest).to_string();
+    }
+    if let Some(rest) = n.strip_suffix(":latest") {
+        n = rest.to_string();
+    }
+    n
 }
 
 /// A base image as the resolver found it.
@@ -453,6 +485,8 @@ struct Converter<'a> {
     context: Option<OpId>,
     scratch: Option<OpId>,
     images: HashMap<String, OpId>,
+    /// Ops of named contexts already added: (name, as a root filesystem?) → op.
+    named_ops: HashMap<(String, bool), OpId>,
     used_args: BTreeSet<String>,
     warnings: Vec<Warning>,
 }
@@ -486,6 +520,7 @@ impl<'a> Converter<'a> {
             context: None,
             scratch: None,
             images: HashMap::new(),
+            named_ops: HashMap::new(),
             used_args: BTreeSet::new(),
             warnings: df.warnings.clone(),
         };
@@ -676,6 +711,16 @@ impl<'a> Converter<'a> {
                 format!("circular dependency detected on stage: {label}"),
             ));
         }
+        if let Some(name) = self.layout.stages[index].name.clone() {
+            // As BuildKit: a named context of a stage's name replaces the stage.
+            let node = self.layout.stages[index].from_node.clone();
+            let platform = self.target_platform.clone();
+            if let Some(mut st) = self.named_context_state(&node, &name, &platform)? {
+                st.label = stage_label(&self.layout.stages[index]);
+                self.done.insert(index, st.clone());
+                return Ok(st);
+            }
+        }
         self.in_progress.push(index);
         let mut st = self.base_state(index)?;
         let body = std::mem::take(&mut self.layout.stages[index].body);
@@ -735,6 +780,8 @@ impl<'a> Converter<'a> {
             let mut parent = self.stage(base)?;
             parent.cmd_set = false;
             parent
+        } else if let Some(st) = self.named_context_state(&node, &image, &platform)? {
+            st
         } else if image.eq_ignore_ascii_case("scratch") {
             let mut config = ImageConfig::scratch(&platform);
             config.config.working_dir = Some("/".into());
@@ -783,6 +830,141 @@ impl<'a> Converter<'a> {
         );
         self.context = Some(id);
         id
+    }
+
+    /// The state a stage starts from when `name` is a named context.
+    fn named_context_state(
+        &mut self,
+        node: &Node,
+        name: &str,
+        platform: &Platform,
+    ) -> Result<Option<StageState>, Error> {
+        let Some((op, config)) = self.named_context_op(node, name, platform, true)? else {
+            return Ok(None);
+        };
+        let config = config.unwrap_or_else(|| {
+            // A directory becomes one layer, which the history has to account for.
+            let mut c = ImageConfig::scratch(platform);
+            c.history.push(HistoryEntry {
+                created_by: Some(format!("[context {}] load from client", context_name(name))),
+                comment: Some("buildkit.dockerfile.v0".to_string()),
+                empty_layer: false,
+                ..Default::default()
+            });
+            c
+        });
+        let platform = match (config.os.is_empty(), config.architecture.is_empty()) {
+            (false, false) => Platform {
+                os: config.os.clone(),
+                architecture: config.architecture.clone(),
+                variant: config.variant.clone(),
+            },
+            _ => platform.clone(),
+        };
+        Ok(Some(StageState::from_image(op, config, platform)))
+    }
+
+    /// The op of the named context `name`, if there is one, with its image config (none for a
+    /// directory). With `rootfs`, a directory comes as a filesystem (copied onto scratch),
+    /// which FROM and a replaced stage need.
+    fn named_context_op(
+        &mut self,
+        node: &Node,
+        name: &str,
+        platform: &Platform,
+        rootfs: bool,
+    ) -> Result<Option<(OpId, Option<ImageConfig>)>, Error> {
+        let key = context_name(name);
+        let Some(ctx) = self.opts.named_contexts.get(&key).cloned() else {
+            return Ok(None);
+        };
+        let location = Some(Location {
+            file: self.file().name.clone(),
+            line: node.start_line,
+        });
+        match ctx {
+            NamedContext::Image { reference } => {
+                let (op, config) = self.image_source(node, &reference, platform)?;
+                Ok(Some((op, Some(config))))
+            }
+            NamedContext::OciLayout {
+                path,
+                digest,
+                platform,
+                config,
+            } => {
+                let op = match self.named_ops.get(&(key.clone(), false)) {
+                    Some(op) => *op,
+                    None => {
+                        let op = self.graph.add(
+                            Op::Source(Source::OciLayout {
+                                path,
+                                digest,
+                                platform,
+                            }),
+                            OpMeta {
+                                name: format!("[context {key}] load from OCI layout"),
+                                location,
+                            },
+                        );
+                        self.named_ops.insert((key.clone(), false), op);
+                        op
+                    }
+                };
+                Ok(Some((op, Some(*config))))
+            }
+            NamedContext::Local {
+                key: local,
+                exclude,
+            } => {
+                let dir = match self.named_ops.get(&(key.clone(), false)) {
+                    Some(op) => *op,
+                    None => {
+                        let op = self.graph.add(
+                            Op::Source(Source::Local {
+                                name: local,
+                                include: Vec::new(),
+                                exclude,
+                            }),
+                            OpMeta {
+                                name: format!("[context {key}] load from client"),
+                                location: None,
+                            },
+                        );
+                        self.named_ops.insert((key.clone(), false), op);
+                        op
+                    }
+                };
+                if !rootfs {
+                    return Ok(Some((dir, None)));
+                }
+                if let Some(op) = self.named_ops.get(&(key.clone(), true)) {
+                    return Ok(Some((*op, None)));
+                }
+                let scratch = self.scratch();
+                let op = self.graph.add(
+                    Op::File(FileOp {
+                        base: scratch,
+                        actions: vec![FileAction::Copy(CopyAction {
+                            source: dir,
+                            src: vec!["/".into()],
+                            dest: "/".into(),
+                            owner: None,
+                            mode: None,
+                            extract_archives: false,
+                            exclude: Vec::new(),
+                            parents: false,
+                        })],
+                    }),
+                    OpMeta {
+                        name: format!("[context {key}] copy to a root filesystem"),
+                        location,
+                    },
+                );
+                self.named_ops.insert((key, true), op);
+                Ok(Some((op, None)))
+            }
+        }
     }
 
     fn image_source(
@@ -1433,10 +1615,10 @@ impl<'a> Converter<'a> {
             };
             return Err(self.err(span, format!("invalid stage index {from}{why}")));
         }
-        if self.opts.named_contexts.contains(from) {
-            return Err(self.err(span, "named build contexts in --from are not supported yet"));
-        }
         let node = Node::synthetic(span);
+        if let Some(op) = self.named_context_op(&node, from, &st.platform.clone(), false)? {
+            return Ok(op.0);
+        }
         let (op, _) = self.image_source(&node, from, &st.platform)?;
         Ok(op)
     }

@@ -222,6 +222,7 @@ fn op_kind(p: &BuildPlan, id: OpId) -> String {
         Op::Source(Source::Local { name, .. }) => format!("local {name}"),
         Op::Source(Source::Image { reference, .. }) => format!("image {reference}"),
         Op::Source(Source::Http { url, .. }) => format!("http {url}"),
+        Op::Source(Source::OciLayout { path, .. }) => format!("oci-layout {path}"),
         Op::Exec(e) => format!("exec {:?}", e.args),
         Op::File(_) => "file".into(),
     }

@@ -7,6 +7,8 @@ pub mod executor;
 pub mod fileop;
 pub mod op;
 pub mod solve;
+mod source_http;
+pub mod source_oci_layout;
 
 pub use op::*;
 pub use solve::{human_bytes, Event, Layer, LayerBlob, SolveError, SolveRequest, Solved, Solver};

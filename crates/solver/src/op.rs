@@ -72,6 +72,13 @@ pub enum Source {
         filename: String,
         mode: u32,
     },
+    /// An image in an OCI layout on disk (`path` holds `index.json` and `blobs/`), by the
+    /// digest of its (single-platform) manifest.
+    OciLayout {
+        path: String,
+        digest: Digest,
+        platform: Platform,
+    },
 }
 
 /// Run `args` in `rootfs`.

@@ -6,6 +6,7 @@ use crate::cachekey::{tree_digest, CacheKey, KeyBuilder};
 use crate::executor::{ExecError, ExecSpec, Executor, Stream};
 use crate::fileop::{self, FileOpOptions, SourceFs};
 use crate::op::{ExecOp, FileAction, Graph, Location, Op, OpId, Source};
+use crate::{source_http, source_oci_layout};
 use kiln_cache::{ContentStore, Mounted, SnapshotId, SnapshotStore};
 use kiln_oci::{Descriptor, Digest, Platform};
 use kiln_patterns::PatternMatcher;
@@ -15,6 +16,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long an HTTP source may wait for a connection, a response or the next bytes.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A layer of a solved filesystem.
 #[derive(Clone, Debug, PartialEq)]
@@ -215,8 +219,81 @@ impl Solver {
                     }
                     (key.finish(), Output::Layers(layers))
                 }
-                Op::Source(Source::Http { url, .. }) => {
-                    return Err(fail(format!("ADD from a URL ({url}) is not supported yet")));
+                Op::Source(Source::Http {
+                    url,
+                    checksum,
+                    filename,
+                    mode,
+                }) => {
+                    // As BuildKit: fetched on every build, keyed by URL and content digest.
+                    events(Event::Started {
+                        op: id,
+                        name: node.meta.name.clone(),
+                    });
+                    let start = Instant::now();
+                    let prepared = self.snapshots.prepare().map_err(|e| fail(e.to_string()))?;
+                    let fetched = match source_http::fetch(
+                        url,
+                        &prepared.diff_dir(),
+                        filename,
+                        *mode,
+                        checksum.as_ref(),
+                        HTTP_TIMEOUT,
+                    ) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            let _ = self.snapshots.discard(prepared);
+                            return Err(fail(e));
+                        }
+                    };
+                    let key = KeyBuilder::new("http")
+                        .str(url)
+                        .str(&fetched.digest.to_string())
+                        .str(filename)
+                        .str(&format!("{mode:o}"))
+                        .finish();
+                    let sid = SnapshotId(key.hex());
+                    // An existing snapshot of the same key is kept (commit drops ours).
+                    self.snapshots
+                        .commit(prepared, &sid)
+                        .map_err(|e| fail(e.to_string()))?;
+                    events(Event::Log {
+                        op: id,
+                        line: format!("{} {}", fetched.digest, human_bytes(fetched.size)),
+                    });
+                    events(Event::Done {
+                        op: id,
+                        elapsed: start.elapsed(),
+                    });
+                    let layer = Layer {
+                        diff: self.snapshots.diff_dir(&sid),
+                        id: sid,
+                        blob: None,
+                    };
+                    (key, Output::Layers(vec![layer]))
+                }
+                Op::Source(Source::OciLayout {
+                    path,
+                    digest,
+                    platform: _,
+                }) => {
+                    let name = node.meta.name.clone();
+                    events(Event::Started { op: id, name });
+                    let start = Instant::now();
+                    let layers = self
+                        .load_oci_layout(std::path::Path::new(path), digest, &|line| {
+                            events(Event::Log { op: id, line })
+                        })
+                        .map_err(fail)?;
+                    events(Event::Done {
+                        op: id,
+                        elapsed: start.elapsed(),
+                    });
+                    let mut key = KeyBuilder::new("image");
+                    for l in &layers {
+                        key.str(&l.id.0);
+                    }
+                    (key.finish(), Output::Layers(layers))
                 }
                 Op::Exec(e) => {
                     if !e.mounts.is_empty() {
@@ -351,6 +428,62 @@ impl Solver {
                     .fetch_blob(&r, desc, &self.content)
                     .map_err(|e| e.to_string())?;
             }
+            layers.push(Layer {
+                diff: self.snapshots.diff_dir(&sid),
+                id: sid,
+                blob: Some(LayerBlob {
+                    descriptor: desc.clone(),
+                    diff_id: diff_id.clone(),
+                }),
+            });
+        }
+        Ok(layers)
+    }
+
+    /// Brings the layers of the manifest `digest` of the OCI layout at `root` into the content
+    /// store (verified) and unpacks each into a snapshot named by its diff_id, as `pull` does.
+    fn load_oci_layout(
+        &self,
+        root: &std::path::Path,
+        digest: &Digest,
+        log: &dyn Fn(String),
+    ) -> Result<Vec<Layer>, String> {
+        let manifest: kiln_oci::Manifest =
+            serde_json::from_slice(&source_oci_layout::read_blob(root, digest)?)
+                .map_err(|e| format!("{}: invalid manifest {digest}: {e}", root.display()))?;
+        let config: kiln_oci::ImageConfig = serde_json::from_slice(&source_oci_layout::read_blob(
+            root,
+            &manifest.config.digest,
+        )?)
+        .map_err(|e| {
+            format!(
+                "{}: invalid image config {}: {e}",
+                root.display(),
+                manifest.config.digest
+            )
+        })?;
+        let diff_ids = &config.rootfs.diff_ids;
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(format!(
+                "{}: the image is inconsistent: {} layers but {} diff_ids in its config",
+                root.display(),
+                manifest.layers.len(),
+                diff_ids.len()
+            ));
+        }
+        let mut layers = Vec::new();
+        for (desc, diff_id) in manifest.layers.iter().zip(diff_ids) {
+            let sid = SnapshotId(format!("layer-{}", diff_id.hex()));
+            if !self.content.contains(&desc.digest) {
+                log(format!(
+                    "loading {} {}",
+                    desc.digest,
+                    human_bytes(desc.size)
+                ));
+                source_oci_layout::import_blob(root, desc, &self.content)?;
+            }
+            kiln_cache::unpack_to_snapshot(&self.content, &self.snapshots, desc, diff_id, &sid)
+                .map_err(|e| format!("{}: layer {}: {e}", root.display(), desc.digest))?;
             layers.push(Layer {
                 diff: self.snapshots.diff_dir(&sid),
                 id: sid,
