@@ -126,9 +126,12 @@ fn not_supported_yet_names_the_line() {
         ],
     );
     fails(
-        "FROM scratch\nCOPY --link f.txt /\n",
+        "FROM scratch\nCOPY --link --chown=app f.txt /\n",
         &[],
-        &["Dockerfile:2", "not supported yet"],
+        &[
+            "Dockerfile:2",
+            "--link with --chown by name is not supported yet",
+        ],
     );
     fails(
         "FROM scratch\n",

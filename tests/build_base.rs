@@ -86,3 +86,41 @@ fn missing_base_image_is_a_clear_error() {
         .fails_with(&["Dockerfile:1", "busybox"]);
     assert!(!sb.path("out").exists());
 }
+
+/// `COPY --link` makes its layer on scratch: when an earlier step changes, the linked copy is
+/// not redone, and the image still has the parent's files and the copied ones.
+#[test]
+fn copy_link_layer_does_not_depend_on_its_parent() {
+    let reg = Registry::start(None);
+    let base = reg.push_busybox();
+    let sb = Sandbox::new();
+    sb.file("f.txt", "linked");
+    // The Dockerfile stays outside the context: a context's key still covers all of it (issue 5
+    // narrows COPY keys to the files selected).
+    let df = sb.path("Dockerfile.link");
+    let dockerfile = |n: u32| format!("FROM {base}\nRUN echo {n} > /x\nCOPY --link f.txt /app/\n");
+    fs::write(&df, dockerfile(1)).unwrap();
+    let df_arg = df.display().to_string();
+    sb.build_oci("one", &["-f", &df_arg]).ok();
+    fs::write(&df, dockerfile(2)).unwrap();
+    let second = sb.build_oci("two", &["-f", &df_arg]);
+    second.ok();
+    let log = second.stderr();
+    let copy_step = log
+        .lines()
+        .find(|l| l.contains("COPY --link f.txt /app/"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the COPY step is in the log")
+        .to_string();
+    assert!(
+        log.contains(&format!("{copy_step} CACHED")),
+        "the linked copy is reused:\n{log}"
+    );
+    let rootfs = sb.unpack("two", "latest");
+    assert_eq!(fs::read_to_string(rootfs.join("x")).unwrap(), "2\n");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("app/f.txt")).unwrap(),
+        "linked"
+    );
+    assert!(rootfs.join("bin/busybox").is_file());
+}

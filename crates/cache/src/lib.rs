@@ -1,5 +1,6 @@
 //! kiln's local state: the content store (blobs by sha256, verified and written atomically), the
-//! snapshot store (unpacked layers, stacked with overlayfs) and the cache index (cache key →
+//! snapshot store (unpacked layers, stacked with overlayfs, or
+//! copied where overlayfs can't mount) and the cache index (cache key →
 //! result). It knows nothing of Dockerfiles or of how results are computed.
 
 pub mod content;
@@ -7,5 +8,5 @@ pub mod snapshot;
 pub mod unpack;
 
 pub use content::{BlobWriter, ContentError, ContentStore};
-pub use snapshot::{Mounted, Prepared, SnapshotError, SnapshotId, SnapshotStore};
+pub use snapshot::{Mounted, Prepared, SnapshotError, SnapshotId, SnapshotStore, SnapshotterMode};
 pub use unpack::{unpack_layer, unpack_to_snapshot, UnpackError, Unpacked};

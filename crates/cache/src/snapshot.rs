@@ -4,11 +4,36 @@
 //!
 //! A new snapshot is prepared in a temporary directory and renamed to its final name only when
 //! committed, so a crash leaves either nothing or a whole snapshot, never half of one.
+//!
+//! Where overlayfs can't be mounted (a rootless or nested setup, a file system overlay refuses
+//! as upper layer), the store falls back to copying, in the same storage format: a view is the
+//! layers applied one by one onto a plain directory, and a writable layer is such a view whose
+//! changes are found by comparing it with a record of what it held (see `snapshot/diff.rs`).
 
+mod diff;
+mod entry;
+mod merge;
+
+use diff::LowerView;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::fs;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Environment variable that picks the snapshotter: `overlay` or `copy` (default: overlay
+/// where it mounts, else copy).
+pub const SNAPSHOTTER_ENV: &str = "KILN_SNAPSHOTTER";
+
+/// How layers are stacked into a root filesystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotterMode {
+    /// Mounted with overlayfs.
+    Overlay,
+    /// Copied into plain directories.
+    Copy,
+}
 
 /// Errors of the snapshot store.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +44,8 @@ pub enum SnapshotError {
     Mount { target: PathBuf, source: nix::Error },
     #[error("snapshot {0} does not exist")]
     Missing(String),
+    #[error("{SNAPSHOTTER_ENV}={0} names no snapshotter (use `overlay` or `copy`)")]
+    UnknownMode(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
@@ -32,28 +59,79 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
 #[derive(Clone, Debug)]
 pub struct SnapshotStore {
     root: PathBuf,
+    mode: SnapshotterMode,
 }
 
 /// A committed layer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SnapshotId(pub String);
 
-/// A layer being written: an upper dir and the overlay work dir beside it.
+/// A layer being written: an upper dir and the overlay work dir beside it. In copy mode,
+/// also the record of the lower view materialised at its mount point.
 #[derive(Debug)]
 pub struct Prepared {
     dir: PathBuf,
+    lower: Mutex<Option<LowerView>>,
 }
 
 impl SnapshotStore {
-    /// Opens (and creates) the store, clearing what a crashed process left half-prepared.
+    /// Opens (and creates) the store, with the snapshotter [`SNAPSHOTTER_ENV`] names, or else
+    /// overlayfs if it can be mounted here and copying if not.
     pub fn open(root: &Path) -> Result<SnapshotStore, SnapshotError> {
+        let forced = match std::env::var(SNAPSHOTTER_ENV) {
+            Ok(v) if v == "overlay" => Some(SnapshotterMode::Overlay),
+            Ok(v) if v == "copy" => Some(SnapshotterMode::Copy),
+            Ok(v) if !v.is_empty() => return Err(SnapshotError::UnknownMode(v)),
+            _ => None,
+        };
+        let mut store = SnapshotStore::open_with_mode(root, SnapshotterMode::Overlay)?;
+        store.mode = match forced {
+            Some(mode) => mode,
+            None if store.overlay_mounts() => SnapshotterMode::Overlay,
+            None => SnapshotterMode::Copy,
+        };
+        Ok(store)
+    }
+
+    /// Opens (and creates) the store with the given snapshotter.
+    pub fn open_with_mode(
+        root: &Path,
+        mode: SnapshotterMode,
+    ) -> Result<SnapshotStore, SnapshotError> {
         let store = SnapshotStore {
             root: root.to_path_buf(),
+            mode,
         };
         for d in [store.snapshots_dir(), store.tmp_dir(), store.empty_dir()] {
             fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
         Ok(store)
+    }
+
+    /// How this store stacks layers.
+    pub fn mode(&self) -> SnapshotterMode {
+        self.mode
+    }
+
+    /// Whether a read-only overlay of `empty/` mounts on a probe directory.
+    fn overlay_mounts(&self) -> bool {
+        let Ok(probe) = tempfile::Builder::new()
+            .prefix("probe-")
+            .tempdir_in(self.tmp_dir())
+        else {
+            return false;
+        };
+        // A read-only mount needs two lower dirs, and the kernel refuses one given twice.
+        let (lower, target) = (probe.path().join("lower"), probe.path().join("mnt"));
+        if fs::create_dir(&lower).is_err() || fs::create_dir(&target).is_err() {
+            return false;
+        }
+        let options = format!("lowerdir={}", lower_list(&[self.empty_dir(), lower]));
+        let mounted = mount_overlay(&options, &target).is_ok();
+        if mounted {
+            let _ = umount2(&target, MntFlags::MNT_DETACH);
+        }
+        mounted
     }
 
     fn snapshots_dir(&self) -> PathBuf {
@@ -90,7 +168,10 @@ impl SnapshotStore {
             let p = dir.join(sub);
             fs::create_dir(&p).map_err(io_err(&p))?;
         }
-        Ok(Prepared { dir })
+        Ok(Prepared {
+            dir,
+            lower: Mutex::new(None),
+        })
     }
 
     /// Commits a prepared layer under `id`. If `id` exists already (another build made the same
@@ -98,7 +179,20 @@ impl SnapshotStore {
     pub fn commit(&self, prepared: Prepared, id: &SnapshotId) -> Result<(), SnapshotError> {
         let work = prepared.dir.join("work");
         let _ = fs::remove_dir_all(&work);
-        let _ = fs::remove_dir(prepared.dir.join("mnt"));
+        let mnt = prepared.mount_point();
+        let lower = prepared.take_lower();
+        if let Some(lower) = &lower {
+            let diff = prepared.diff_dir();
+            if let Err(source) = diff::write_diff(lower, &mnt, &diff) {
+                let _ = self.discard(prepared);
+                return Err(SnapshotError::Io { path: diff, source });
+            }
+            if let Err(e) = remove_tree(&mnt) {
+                let _ = self.discard(prepared);
+                return Err(e);
+            }
+        }
+        let _ = fs::remove_dir(&mnt);
         let dest = self.snapshots_dir().join(&id.0);
         if dest.exists() {
             return self.discard(prepared);
@@ -137,6 +231,16 @@ impl SnapshotStore {
         prepared: &Prepared,
     ) -> Result<Mounted, SnapshotError> {
         let target = prepared.dir.join("mnt");
+        if self.mode == SnapshotterMode::Copy {
+            let mut lower = prepared.lower.lock().unwrap_or_else(|e| e.into_inner());
+            if lower.is_none() {
+                *lower = Some(LowerView::materialise(layers, &target).map_err(io_err(&target))?);
+            }
+            return Ok(Mounted {
+                target,
+                kind: MountKind::Materialised,
+            });
+        }
         let lower = self.lowerdir(layers);
         let options = format!(
             "lowerdir={lower},upperdir={},workdir={}",
@@ -146,7 +250,7 @@ impl SnapshotStore {
         mount_overlay(&options, &target)?;
         Ok(Mounted {
             target,
-            remove_dir: false,
+            kind: MountKind::Overlay { remove_dir: false },
         })
     }
 
@@ -158,16 +262,24 @@ impl SnapshotStore {
             .tempdir_in(&tmp)
             .map_err(io_err(&tmp))?
             .keep();
+        // An empty stack is an empty directory (overlayfs refuses `empty/` as both lower dirs).
+        if self.mode == SnapshotterMode::Copy || layers.is_empty() {
+            let view = Mounted {
+                target,
+                kind: MountKind::View,
+            };
+            fs::set_permissions(&view.target, fs::Permissions::from_mode(0o755))
+                .map_err(io_err(&view.target))?;
+            merge::materialise(layers, &view.target, None).map_err(io_err(&view.target))?;
+            return Ok(view);
+        }
         let mounted = Mounted {
             target: target.clone(),
-            remove_dir: true,
+            kind: MountKind::Overlay { remove_dir: true },
         };
         // overlayfs needs two lower layers for a read-only mount.
         let mut stack = vec![self.empty_dir()];
         stack.extend(layers.iter().cloned());
-        if stack.len() < 2 {
-            stack.push(self.empty_dir());
-        }
         let options = format!("lowerdir={}", lower_list(&stack));
         mount_overlay(&options, &target)?;
         Ok(mounted)
@@ -189,6 +301,10 @@ impl Prepared {
     /// The upper (diff) directory being written.
     pub fn diff_dir(&self) -> PathBuf {
         self.dir.join("diff")
+    }
+
+    fn take_lower(&self) -> Option<LowerView> {
+        self.lower.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -223,11 +339,21 @@ fn mount_overlay(options: &str, target: &Path) -> Result<(), SnapshotError> {
         })
 }
 
-/// A mounted filesystem, unmounted when dropped.
+/// A mounted (or, in copy mode, materialised) filesystem, unmounted when dropped.
 #[derive(Debug)]
 pub struct Mounted {
     target: PathBuf,
-    remove_dir: bool,
+    kind: MountKind,
+}
+
+#[derive(Debug)]
+enum MountKind {
+    /// An overlay mount, and whether its mount point is ours to remove.
+    Overlay { remove_dir: bool },
+    /// A copied read-only view: a temporary tree, removed when dropped.
+    View,
+    /// A copied writable layer: its tree stays for the commit to diff.
+    Materialised,
 }
 
 impl Mounted {
@@ -238,9 +364,17 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = umount2(&self.target, MntFlags::MNT_DETACH);
-        if self.remove_dir {
-            let _ = fs::remove_dir(&self.target);
+        match self.kind {
+            MountKind::Overlay { remove_dir } => {
+                let _ = umount2(&self.target, MntFlags::MNT_DETACH);
+                if remove_dir {
+                    let _ = fs::remove_dir(&self.target);
+                }
+            }
+            MountKind::View => {
+                let _ = remove_tree(&self.target);
+            }
+            MountKind::Materialised => {}
         }
     }
 }

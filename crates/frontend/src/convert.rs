@@ -1625,15 +1625,6 @@ impl<'a> Converter<'a> {
 
     fn dispatch_copy(&mut self, st: &mut StageState, node: &Node, c: &Copy) -> Result<(), Error> {
         let name = if c.add { "ADD" } else { "COPY" };
-        if c.link {
-            let span = node
-                .flags
-                .iter()
-                .find(|f| f.name == "link")
-                .map(|f| f.span)
-                .unwrap_or(node.span);
-            return Err(self.err(span, format!("{name} --link is not supported yet")));
-        }
         if c.keep_git_dir {
             let span = node
                 .flags
@@ -1659,7 +1650,15 @@ impl<'a> Converter<'a> {
             return Err(self.err(node.rest_span_full(), format!("When using {name} with more than one source file, the destination must be a directory and end with a /")));
         }
         let owner = match &c.chown {
-            Some((v, _)) => Some(parse_chown(&self.expand_in(st, node, v)?)),
+            Some((v, span)) => {
+                let owner = parse_chown(&self.expand_in(st, node, v)?);
+                let named = matches!(owner.user, UserRef::Name(_))
+                    || matches!(owner.group, Some(UserRef::Name(_)));
+                if c.link && named {
+                    return Err(self.err(*span, format!("{name} --link with --chown by name is not supported yet: use numeric ids")));
+                }
+                Some(owner)
+            }
             None => None,
         };
         let mode = match &c.chmod {
@@ -1802,13 +1801,23 @@ impl<'a> Converter<'a> {
             }));
         }
         let meta = self.meta_op(st, node);
-        st.op = self.graph.add(
-            Op::File(FileOp {
-                base: st.op,
-                actions,
-            }),
-            meta,
-        );
+        st.op = if c.link {
+            // --link: the copy is made on scratch, so its layer doesn't depend on the parent,
+            // then stacked onto it (BuildKit's MergeOp).
+            let base = self.scratch();
+            let linked = self
+                .graph
+                .add(Op::File(FileOp { base, actions }), meta.clone());
+            self.graph.add(Op::Merge(vec![st.op, linked]), meta)
+        } else {
+            self.graph.add(
+                Op::File(FileOp {
+                    base: st.op,
+                    actions,
+                }),
+                meta,
+            )
+        };
         let mut msg = vec![name.to_string()];
         if c.parents {
             msg.push("--parents".into());

@@ -225,6 +225,7 @@ fn op_kind(p: &BuildPlan, id: OpId) -> String {
         Op::Source(Source::OciLayout { path, .. }) => format!("oci-layout {path}"),
         Op::Exec(e) => format!("exec {:?}", e.args),
         Op::File(_) => "file".into(),
+        Op::Merge(inputs) => format!("merge {inputs:?}"),
     }
 }
 
@@ -1901,4 +1902,26 @@ fn onbuild_trigger_is_checked_when_it_runs() {
     );
     let e = try_plan(text, &opts()).map(|_| ()).unwrap_err();
     assert!(e.message.contains("unknown flag"), "{e}");
+}
+
+/// `COPY --link`: the copy is a file op on scratch, merged onto the stage (BuildKit's MergeOp),
+/// so its layer does not depend on the stage before it.
+#[test]
+fn copy_link_is_a_copy_on_scratch_merged_onto_the_stage() {
+    let p = plan("FROM scratch\nWORKDIR /w\nCOPY --link a b/\n");
+    let Op::Merge(inputs) = &p.graph.nodes[p.target].op else {
+        panic!("the target is a merge: {}", op_kind(&p, p.target));
+    };
+    assert_eq!(inputs.len(), 2);
+    assert_eq!(
+        op_kind(&p, inputs[0]),
+        "file",
+        "the stage so far (WORKDIR's mkdir)"
+    );
+    let Op::File(linked) = &p.graph.nodes[inputs[1]].op else {
+        panic!("the linked copy is a file op");
+    };
+    assert_eq!(op_kind(&p, linked.base), "scratch");
+    let copy = &copies(&p)[0];
+    assert_eq!(copy.dest, "/w/b/");
 }

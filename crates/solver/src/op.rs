@@ -45,6 +45,9 @@ pub enum Op {
     Exec(ExecOp),
     /// File actions applied to a root filesystem; the output is the changed filesystem.
     File(FileOp),
+    /// The layers of each input stacked in order (BuildKit's MergeOp): a layer made on scratch
+    /// and merged onto a parent doesn't depend on that parent (`COPY --link`).
+    Merge(Vec<OpId>),
 }
 
 /// Filesystems that enter the graph.
@@ -234,6 +237,7 @@ impl Graph {
                 }
                 v
             }
+            Op::Merge(inputs) => inputs.clone(),
             Op::File(f) => {
                 let mut v = vec![f.base];
                 for a in &f.actions {

@@ -300,66 +300,50 @@ impl Solver {
                         return Err(fail("RUN --mount is not supported yet".into()));
                     }
                     let key = exec_key(e, &keys);
-                    let Output::Layers(base) = outputs[&e.rootfs].clone() else {
-                        return Err(fail(
-                            "RUN needs a root filesystem, not a local directory".into(),
-                        ));
-                    };
-                    let sid = SnapshotId(key.hex());
-                    let name = node.meta.name.clone();
-                    if !req.no_cache && self.snapshots.exists(&sid) {
-                        events(Event::Cached { op: id, name });
-                        solved.cached += 1;
-                    } else {
-                        events(Event::Started { op: id, name });
-                        let start = Instant::now();
-                        let log = |line: String| events(Event::Log { op: id, line });
-                        self.run_exec(&base, e, &sid, req.cancel, &log)
-                            .map_err(fail)?;
-                        events(Event::Done {
-                            op: id,
-                            elapsed: start.elapsed(),
-                        });
-                        solved.ran += 1;
-                    }
-                    let mut layers = base;
-                    layers.push(Layer {
-                        diff: self.snapshots.diff_dir(&sid),
-                        id: sid,
-                        blob: None,
-                    });
-                    (key, Output::Layers(layers))
+                    let log = |line: String| events(Event::Log { op: id, line });
+                    let output = self
+                        .layer_step(
+                            id,
+                            node,
+                            key,
+                            &outputs[&e.rootfs],
+                            req,
+                            events,
+                            &mut solved,
+                            |base, sid| self.run_exec(base, e, sid, req.cancel, &log),
+                        )
+                        .map_err(fail)?;
+                    (key, output)
                 }
                 Op::File(f) => {
                     let key = file_key(f.base, &f.actions, &keys);
-                    let Output::Layers(base) = outputs[&f.base].clone() else {
-                        return Err(fail(
-                            "file actions need a root filesystem, not a local directory".into(),
-                        ));
-                    };
-                    let sid = SnapshotId(key.hex());
-                    let name = node.meta.name.clone();
-                    if !req.no_cache && self.snapshots.exists(&sid) {
-                        events(Event::Cached { op: id, name });
-                        solved.cached += 1;
-                    } else {
-                        events(Event::Started { op: id, name });
-                        let start = Instant::now();
-                        self.run_file_op(&base, &f.actions, &sid, &outputs)
-                            .map_err(fail)?;
-                        events(Event::Done {
-                            op: id,
-                            elapsed: start.elapsed(),
-                        });
-                        solved.ran += 1;
+                    let output = self
+                        .layer_step(
+                            id,
+                            node,
+                            key,
+                            &outputs[&f.base],
+                            req,
+                            events,
+                            &mut solved,
+                            |base, sid| self.run_file_op(base, &f.actions, sid, &outputs),
+                        )
+                        .map_err(fail)?;
+                    (key, output)
+                }
+                Op::Merge(inputs) => {
+                    let mut key = KeyBuilder::new("merge");
+                    let mut layers = Vec::new();
+                    for input in inputs {
+                        key.key(&keys[input]);
+                        match &outputs[input] {
+                            Output::Layers(l) => layers.extend(l.iter().cloned()),
+                            Output::Local { .. } => {
+                                return Err(fail("only root filesystems can be merged".into()))
+                            }
+                        }
                     }
-                    let mut layers = base;
-                    layers.push(Layer {
-                        diff: self.snapshots.diff_dir(&sid),
-                        id: sid,
-                        blob: None,
-                    });
-                    (key, Output::Layers(layers))
+                    (key.finish(), Output::Layers(layers))
                 }
             };
             keys.insert(id, key);
@@ -494,6 +478,47 @@ impl Solver {
             });
         }
         Ok(layers)
+    }
+
+    /// A step that adds one layer on top of `base`: reused from the snapshot store when its key
+    /// is there (unless `--no-cache`), computed by `run` otherwise.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_step(
+        &self,
+        id: OpId,
+        node: &crate::op::OpNode,
+        key: CacheKey,
+        base: &Output,
+        req: &SolveRequest<'_>,
+        events: &dyn Fn(Event),
+        solved: &mut Solved,
+        run: impl FnOnce(&[Layer], &SnapshotId) -> Result<(), String>,
+    ) -> Result<Output, String> {
+        let Output::Layers(base) = base else {
+            return Err("this step needs a root filesystem, not a local directory".into());
+        };
+        let sid = SnapshotId(key.hex());
+        let name = node.meta.name.clone();
+        if !req.no_cache && self.snapshots.exists(&sid) {
+            events(Event::Cached { op: id, name });
+            solved.cached += 1;
+        } else {
+            events(Event::Started { op: id, name });
+            let start = Instant::now();
+            run(base, &sid)?;
+            events(Event::Done {
+                op: id,
+                elapsed: start.elapsed(),
+            });
+            solved.ran += 1;
+        }
+        let mut layers = base.clone();
+        layers.push(Layer {
+            diff: self.snapshots.diff_dir(&sid),
+            id: sid,
+            blob: None,
+        });
+        Ok(Output::Layers(layers))
     }
 
     /// Runs a process on top of `base`; what it leaves becomes the snapshot `sid`.
