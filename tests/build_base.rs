@@ -124,3 +124,156 @@ fn copy_link_layer_does_not_depend_on_its_parent() {
     );
     assert!(rootfs.join("bin/busybox").is_file());
 }
+
+/// A registry behind htpasswd auth: kiln reads the credentials from the Docker config that
+/// `DOCKER_CONFIG` names; without them it fails clearly.
+#[test]
+fn auth_protected_registry() {
+    let sb = Sandbox::new();
+    let htpasswd = sb.path("htpasswd");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    fs::write(&htpasswd, format!("kiln:{hash}\n")).unwrap();
+    let reg = Registry::start(Some(&htpasswd));
+    // Push with credentials (skopeo), then build with and without them.
+    let layout = common::registry::busybox_layout();
+    let reference = format!("{}/private/busybox:1.35", reg.addr);
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "kiln:s3cret",
+        ])
+        .arg(format!("oci:{}:1.35", layout.display()))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sb.dockerfile(&format!("FROM {reference}\nRUN test -x /bin/busybox\n"));
+
+    let docker_config = sb.path("docker");
+    fs::create_dir_all(&docker_config).unwrap();
+    let cfg = docker_config.join("config.json");
+    let run = |out: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .env("DOCKER_CONFIG", &docker_config)
+            .arg("--root")
+            .arg(sb.root())
+            .args([
+                "build",
+                "--output",
+                &format!("type=oci,dest={},tar=false", sb.path(out).display()),
+            ])
+            .arg(sb.ctx())
+            .output()
+            .unwrap()
+    };
+    fs::write(&cfg, "{}").unwrap();
+    let denied = run("denied");
+    assert_eq!(denied.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        err.contains("unauthorized") && err.contains("Dockerfile:1"),
+        "{err}"
+    );
+
+    let auth = "a2lsbjpzM2NyZXQ="; // base64("kiln:s3cret")
+    fs::write(
+        &cfg,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let ok = run("ok");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+/// An image index with two platforms: kiln takes the host's.
+#[test]
+fn index_with_two_platforms_picks_the_hosts() {
+    let reg = Registry::start(None);
+    let sb = Sandbox::new();
+    let src = common::registry::busybox_layout();
+    // A second variant of the image that says "arm64": same layers, another config.
+    let layout = sb.path("multi");
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let index: serde_json::Value = read_json(&layout.join("index.json"));
+    let amd = index["manifests"][0].clone();
+    let manifest = read_json(&blob(&layout, amd["digest"].as_str().unwrap()));
+    let mut config = read_json(&blob(
+        &layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
+    let host_arch = config["architecture"].as_str().unwrap().to_string();
+    let other_arch = if host_arch == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    config["architecture"] = other_arch.into();
+    config["config"]["Cmd"] = serde_json::json!(["/bin/other-arch"]);
+    let put = |value: &serde_json::Value| -> (String, usize) {
+        let bytes = serde_json::to_vec(value).unwrap();
+        let digest = kiln_oci::Digest::of(&bytes).to_string();
+        fs::write(blob(&layout, &digest), &bytes).unwrap();
+        (digest, bytes.len())
+    };
+    let (config_digest, config_size) = put(&config);
+    let mut other_manifest = manifest.clone();
+    other_manifest["config"]["digest"] = config_digest.into();
+    other_manifest["config"]["size"] = config_size.into();
+    let (other_digest, other_size) = put(&other_manifest);
+    let platform = |arch: &str| serde_json::json!({"os": "linux", "architecture": arch});
+    let mut amd_desc = amd.clone();
+    amd_desc.as_object_mut().unwrap().remove("annotations");
+    amd_desc["platform"] = platform(&host_arch);
+    let image_index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": other_digest, "size": other_size, "platform": platform(other_arch)},
+            amd_desc,
+        ]
+    });
+    let (index_digest, index_size) = put(&image_index);
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest, "size": index_size,
+        "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
+    fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    let reference = format!("{}/multi:1", reg.addr);
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "-q", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:multi", layout.display()))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    sb.dockerfile(&format!("FROM {reference}\nRUN echo ok > /ok\n"));
+    sb.build_oci("out", &[]).ok();
+    let built = sb.config("out");
+    assert_eq!(built["architecture"], host_arch.as_str());
+    assert_eq!(
+        built["config"]["Cmd"],
+        serde_json::json!(["/bin/sh"]),
+        "the host's variant"
+    );
+}
