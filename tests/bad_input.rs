@@ -121,7 +121,7 @@ fn not_supported_yet_names_the_line() {
         &[],
         &[
             "Dockerfile:3",
-            "RUN --mount is not supported yet",
+            "RUN --mount=type=cache is not supported yet",
             "RUN --mount=type=cache",
         ],
     );

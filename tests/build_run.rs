@@ -160,7 +160,6 @@ B
 }
 
 #[test]
-#[ignore = "kiln bug: a RUN heredoc starting with a shebang fails with `RUN --mount is not supported yet`"]
 fn heredoc_with_shebang_runs_as_a_script() {
     let (_reg, base, rts) = setup();
     for rt in rts {
@@ -182,6 +181,127 @@ EOF
             "{rt}: a heredoc with a shebang runs as a script file: {shebang:?}"
         );
     }
+}
+
+/// Whether any layer of the OCI layout `out` has `path` or something below it.
+fn in_some_layer(sb: &Sandbox, path: &str) -> bool {
+    layer_entries(sb, "out").iter().flatten().any(|e| {
+        let e = e.trim_end_matches('/');
+        e == path || e.starts_with(&format!("{path}/"))
+    })
+}
+
+#[test]
+fn run_mount_bind_of_a_stage_readonly_and_readwrite() {
+    let (_reg, base, rts) = setup();
+    for rt in rts {
+        let sb = Sandbox::new();
+        sb.dockerfile(&format!(
+            "FROM {base} AS stage
+RUN mkdir /out && echo from-stage > /out/f
+FROM {base}
+RUN --mount=type=bind,from=stage,source=/out,target=/in cat /in/f > /copied && \\
+    if touch /in/new 2>/dev/null; then echo writable > /ro-check; fi
+RUN --mount=type=bind,from=stage,source=/out,target=/rw,rw \\
+    echo changed > /rw/f && echo new > /rw/g && cat /rw/f > /rw-seen
+RUN --mount=type=bind,from=stage,source=out/f,target=/etc/one-file \\
+    cat /rw-seen /etc/one-file > /after-rw
+RUN --mount=type=bind,from=stage,source=/out,target=/again ls /again > /again-list
+"
+        ));
+        build(&sb, rt, &[]).ok();
+        let r = sb.unpack("out", "latest");
+        assert_eq!(read(&r, "copied"), "from-stage", "{rt}");
+        assert!(in_some_layer(&sb, "copied"), "{rt}: layers are listed");
+        assert!(!r.join("ro-check").exists(), "{rt}: a bind is read-only");
+        assert_eq!(
+            read(&r, "rw-seen"),
+            "changed",
+            "{rt}: rw binds are writable"
+        );
+        assert_eq!(
+            read(&r, "after-rw"),
+            "changed\nfrom-stage",
+            "{rt}: writes to an rw bind are discarded; a single file can be bound"
+        );
+        assert_eq!(
+            read(&r, "again-list"),
+            "f",
+            "{rt}: writes to an rw bind never reach the stage"
+        );
+        for gone in ["in", "rw", "again", "etc/one-file"] {
+            assert!(!r.join(gone).exists(), "{rt}: /{gone} stayed in the image");
+            assert!(!in_some_layer(&sb, gone), "{rt}: /{gone} is in a layer");
+        }
+    }
+}
+
+#[test]
+fn run_mount_bind_of_the_context() {
+    let (_reg, base, rts) = setup();
+    for rt in rts {
+        let sb = Sandbox::new();
+        sb.file("data.txt", "ctx data\n")
+            .file("sub/x", "x\n")
+            .file("ignored.txt", "hidden\n")
+            .file(".dockerignore", "ignored.txt\n");
+        sb.dockerfile(&format!(
+            "FROM {base}
+RUN --mount=type=bind,target=/ctx cat /ctx/data.txt > /ctx-data && ls /ctx > /ctx-list
+RUN --mount=type=bind,source=sub,target=/sub,rw touch /sub/new && ls /sub > /sub-list
+"
+        ));
+        build(&sb, rt, &[]).ok();
+        let r = sb.unpack("out", "latest");
+        assert_eq!(read(&r, "ctx-data"), "ctx data", "{rt}");
+        assert_eq!(
+            read(&r, "ctx-list"),
+            "Dockerfile\ndata.txt\nsub",
+            "{rt}: the context as .dockerignore filters it"
+        );
+        assert_eq!(read(&r, "sub-list"), "new\nx", "{rt}");
+        assert!(
+            !sb.ctx().join("sub/new").exists(),
+            "{rt}: an rw bind of the context writes to a copy"
+        );
+        for gone in ["ctx", "sub"] {
+            assert!(!r.join(gone).exists(), "{rt}: /{gone} stayed in the image");
+            assert!(!in_some_layer(&sb, gone), "{rt}: /{gone} is in a layer");
+        }
+    }
+}
+
+#[test]
+fn run_mount_tmpfs_leaves_nothing() {
+    let (_reg, base, rts) = setup();
+    for rt in rts {
+        let sb = Sandbox::new();
+        sb.dockerfile(&format!(
+            "FROM {base}
+RUN --mount=type=tmpfs,target=/scratch echo x > /scratch/f && ls /scratch > /scratch-list && \\
+    grep ' /scratch ' /proc/mounts | cut -d' ' -f3 > /scratch-fs
+"
+        ));
+        build(&sb, rt, &[]).ok();
+        let r = sb.unpack("out", "latest");
+        assert_eq!(read(&r, "scratch-list"), "f", "{rt}");
+        assert_eq!(read(&r, "scratch-fs"), "tmpfs", "{rt}");
+        assert!(!r.join("scratch").exists(), "{rt}: /scratch stayed");
+        assert!(
+            !in_some_layer(&sb, "scratch"),
+            "{rt}: /scratch is in a layer"
+        );
+    }
+}
+
+#[test]
+fn run_mount_cache_is_not_supported_yet() {
+    let (_reg, base, _rts) = setup();
+    let sb = Sandbox::new();
+    sb.dockerfile(&format!(
+        "FROM {base}\nRUN --mount=type=cache,target=/c true\n"
+    ));
+    build(&sb, "builtin", &[]).fails_with(&["RUN --mount=type=cache is not supported yet"]);
 }
 
 #[test]

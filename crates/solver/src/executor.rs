@@ -3,8 +3,8 @@
 //! solver can commit it as the step's layer. Like BuildKit's `executor/runcexecutor` they give the
 //! process its own mount, pid, ipc and uts namespaces (and a network namespace with only `lo`
 //! for `NetworkMode::None`), fresh `/proc`, `/dev` and `/sys`, and read-only binds of generated
-//! `/etc/hosts` and `/etc/resolv.conf`; mount points they had to create are removed afterwards
-//! (BuildKit's `MountStubsCleaner`).
+//! `/etc/hosts` and `/etc/resolv.conf`, then the step's own bind and tmpfs mounts; mount points
+//! they had to create are removed afterwards (BuildKit's `MountStubsCleaner`).
 //!
 //! Two implementations: [`OciRuntimeExecutor`] writes an OCI bundle and drives `runc` or `crun`;
 //! [`BuiltinExecutor`] does the same work itself with `nix`, in a re-executed copy of the current
@@ -50,17 +50,25 @@ pub struct ExecSpec {
     pub network: NetworkMode,
     /// Empty means [`DEFAULT_HOSTNAME`].
     pub hostname: String,
-    /// Extra mounts (secrets, caches, binds, tmpfs). Not supported yet: must be empty.
+    /// Extra mounts (binds and tmpfs), made in this order after the standard ones.
     pub mounts: Vec<ExecMount>,
 }
 
-/// An extra mount for the process.
+/// An extra mount for the process. Its target is created in the rootfs when missing (a
+/// directory, or an empty file for the bind of a file) and removed again afterwards; a target
+/// that existed is left as it was. Targets under `/dev` live on the container's own `/dev`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExecMount {
+    /// For [`ExecMountKind::Bind`]: the host file or directory to bind (recursively). Ignored
+    /// for tmpfs.
     pub source: PathBuf,
+    /// Absolute path inside the rootfs; must not be `/` or climb out of the rootfs.
     pub target: String,
     pub readonly: bool,
     pub kind: ExecMountKind,
+    /// tmpfs size limit in bytes; `None` is the kernel's default (half the RAM).
+    #[serde(default)]
+    pub size: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +102,10 @@ pub enum ExecError {
     WorkingDir { cwd: String, source: io::Error },
     #[error("{0} are not supported by the executors yet")]
     Unsupported(&'static str),
+    #[error("invalid mount target {target:?}: {reason}")]
+    MountTarget { target: String, reason: String },
+    #[error("mount source {}: {source}", path.display())]
+    MountSource { path: PathBuf, source: io::Error },
     #[error("unknown executor {0:?}: expected builtin, runc or crun")]
     UnknownExecutor(String),
     #[error("the OCI runtime {0} was not found in PATH")]
@@ -146,6 +158,17 @@ pub fn executor_for(name: &str, state_dir: &Path) -> Result<Box<dyn Executor>, E
         }
         other => Err(ExecError::UnknownExecutor(other.to_string())),
     }
+}
+
+/// Resolves `path` inside `root` as the process would see it (`..` and symlinks, absolute ones
+/// included, never leave `root`) and returns the host path of what it names, which must exist.
+pub fn resolve_in_root(root: &Path, path: &str) -> io::Result<PathBuf> {
+    let dir = rootfs::RootDir::open(root)?;
+    let fd = dir.open_path(path)?;
+    std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {

@@ -3,9 +3,11 @@
 //! and committed. (Ops run one at a time here; the parallel scheduler replaces this loop.)
 
 use crate::cachekey::{tree_digest, CacheKey, KeyBuilder};
-use crate::executor::{ExecError, ExecSpec, Executor, Stream};
+use crate::executor::{
+    resolve_in_root, ExecError, ExecMount, ExecMountKind, ExecSpec, Executor, Stream,
+};
 use crate::fileop::{self, FileOpOptions, SourceFs};
-use crate::op::{ExecOp, FileAction, Graph, Location, Op, OpId, Source};
+use crate::op::{CopyAction, ExecOp, FileAction, Graph, Location, MountKind, Op, OpId, Source};
 use crate::{source_http, source_oci_layout};
 use kiln_cache::{ContentStore, Mounted, SnapshotId, SnapshotStore};
 use kiln_oci::{Descriptor, Digest, Platform};
@@ -296,8 +298,15 @@ impl Solver {
                     (key.finish(), Output::Layers(layers))
                 }
                 Op::Exec(e) => {
-                    if !e.mounts.is_empty() {
-                        return Err(fail("RUN --mount is not supported yet".into()));
+                    if let Some(kind) = e.mounts.iter().find_map(|m| match m.kind {
+                        MountKind::Cache { .. } => Some("cache"),
+                        MountKind::Secret { .. } => Some("secret"),
+                        MountKind::Ssh { .. } => Some("ssh"),
+                        MountKind::Bind { .. } | MountKind::Tmpfs { .. } => None,
+                    }) {
+                        return Err(fail(format!(
+                            "RUN --mount=type={kind} is not supported yet"
+                        )));
                     }
                     let key = exec_key(e, &keys);
                     let log = |line: String| events(Event::Log { op: id, line });
@@ -310,7 +319,7 @@ impl Solver {
                             req,
                             events,
                             &mut solved,
-                            |base, sid| self.run_exec(base, e, sid, req.cancel, &log),
+                            |base, sid| self.run_exec(base, e, sid, &outputs, req.cancel, &log),
                         )
                         .map_err(fail)?;
                     (key, output)
@@ -527,10 +536,12 @@ impl Solver {
         base: &[Layer],
         e: &ExecOp,
         sid: &SnapshotId,
+        outputs: &HashMap<OpId, Output>,
         cancel: &AtomicBool,
         log: &dyn Fn(String),
     ) -> Result<(), String> {
         let prepared = self.snapshots.prepare().map_err(|e| e.to_string())?;
+        let mut step_mounts = StepMounts::default();
         let result = (|| {
             let lower: Vec<PathBuf> = base.iter().map(|l| l.diff.clone()).collect();
             let rootfs = self
@@ -544,6 +555,7 @@ impl Solver {
                 cwd: e.cwd.clone(),
                 user: e.user.clone(),
                 network: e.network,
+                mounts: self.prepare_mounts(e, outputs, &mut step_mounts)?,
                 ..Default::default()
             };
             let mut lines = LineSplitter::default();
@@ -567,6 +579,7 @@ impl Solver {
             }
             Ok(())
         })();
+        step_mounts.release(&self.snapshots);
         match result {
             Ok(()) => self
                 .snapshots
@@ -577,6 +590,113 @@ impl Solver {
                 Err(e)
             }
         }
+    }
+
+    /// The exec op's bind and tmpfs mounts as the executor takes them, with what keeps their
+    /// sources alive (read-only views, throwaway layers) added to `keep`, as BuildKit's exec
+    /// op prepares its mounts: a bind of a stage or image is a read-only view of its layers, or
+    /// with `rw` a writable layer on top of them that is thrown away after the step; a bind of
+    /// a local directory (the context) is that directory as `.dockerignore` filters it.
+    fn prepare_mounts(
+        &self,
+        e: &ExecOp,
+        outputs: &HashMap<OpId, Output>,
+        keep: &mut StepMounts,
+    ) -> Result<Vec<ExecMount>, String> {
+        let mut mounts = Vec::new();
+        for m in &e.mounts {
+            match &m.kind {
+                MountKind::Tmpfs { size } => mounts.push(ExecMount {
+                    source: PathBuf::new(),
+                    target: m.target.clone(),
+                    readonly: false,
+                    kind: ExecMountKind::Tmpfs,
+                    size: *size,
+                }),
+                MountKind::Bind {
+                    from,
+                    source,
+                    readwrite,
+                } => {
+                    let path = self.bind_source(&outputs[from], source, *readwrite, keep)?;
+                    mounts.push(ExecMount {
+                        source: path,
+                        target: m.target.clone(),
+                        readonly: !readwrite,
+                        kind: ExecMountKind::Bind,
+                        size: None,
+                    });
+                }
+                MountKind::Cache { .. } | MountKind::Secret { .. } | MountKind::Ssh { .. } => {
+                    return Err("RUN --mount of this type is not supported yet".into())
+                }
+            }
+        }
+        Ok(mounts)
+    }
+
+    /// The host path to bind for `source` of `output`.
+    fn bind_source(
+        &self,
+        output: &Output,
+        source: &str,
+        readwrite: bool,
+        keep: &mut StepMounts,
+    ) -> Result<PathBuf, String> {
+        let not_found = |what: &str, e: std::io::Error| {
+            format!("RUN --mount: source {source:?} in {what}: {e}")
+        };
+        let root = match output {
+            Output::Local { root, ignore } if ignore.is_none() && !readwrite => {
+                // Nothing to hide and nothing to protect: the directory itself.
+                return resolve_in_root(root, source)
+                    .map_err(|e| not_found("the build context", e));
+            }
+            Output::Local { root, ignore } => {
+                // A copy: what `.dockerignore` hides is left out, and writes go nowhere.
+                let prepared = self.snapshots.prepare().map_err(|e| e.to_string())?;
+                let dir = prepared.diff_dir();
+                keep.scratch.push((None, prepared));
+                let copy = FileAction::Copy(CopyAction {
+                    source: 0,
+                    src: vec![source.to_string()],
+                    dest: "/mount".into(),
+                    owner: None,
+                    mode: None,
+                    extract_archives: false,
+                    exclude: Vec::new(),
+                    parents: false,
+                });
+                let sources =
+                    |_: OpId| SourceFs::local(root.clone(), "the build context", ignore.clone());
+                fileop::apply(&copy, &dir, &sources, &FileOpOptions::default())
+                    .map_err(|e| format!("RUN --mount: {e}"))?;
+                return Ok(dir.join("mount"));
+            }
+            Output::Layers(layers) => {
+                let dirs: Vec<PathBuf> = layers.iter().map(|l| l.diff.clone()).collect();
+                if readwrite {
+                    let prepared = self.snapshots.prepare().map_err(|e| e.to_string())?;
+                    match self.snapshots.mount_rw(&dirs, &prepared) {
+                        Ok(mounted) => {
+                            let path = mounted.path().to_path_buf();
+                            keep.scratch.push((Some(mounted), prepared));
+                            path
+                        }
+                        Err(e) => {
+                            let _ = self.snapshots.discard(prepared);
+                            return Err(e.to_string());
+                        }
+                    }
+                } else {
+                    let view = self.snapshots.mount_ro(&dirs).map_err(|e| e.to_string())?;
+                    let path = view.path().to_path_buf();
+                    keep.views.push(view);
+                    path
+                }
+            }
+        };
+        resolve_in_root(&root, source).map_err(|e| not_found("the mounted filesystem", e))
     }
 
     /// Applies `actions` on top of `base` into a new snapshot committed as `sid`.
@@ -639,6 +759,26 @@ impl Solver {
                 let _ = self.snapshots.discard(prepared);
                 Err(e)
             }
+        }
+    }
+}
+
+/// What keeps the sources of an exec op's mounts alive until the process is gone.
+#[derive(Default)]
+struct StepMounts {
+    /// Read-only views of layers.
+    views: Vec<Mounted>,
+    /// Throwaway writable layers (mounted over their lower layers) and copies.
+    scratch: Vec<(Option<Mounted>, kiln_cache::Prepared)>,
+}
+
+impl StepMounts {
+    /// Unmounts the views and throws the writable layers and copies away.
+    fn release(self, snapshots: &SnapshotStore) {
+        drop(self.views);
+        for (mounted, prepared) in self.scratch {
+            drop(mounted);
+            let _ = snapshots.discard(prepared);
         }
     }
 }

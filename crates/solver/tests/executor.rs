@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_solver::executor::{
-    init_hook_from, BuiltinExecutor, ExecError, ExecSpec, Executor, OciRuntimeExecutor, Stream,
+    init_hook_from, BuiltinExecutor, ExecError, ExecMount, ExecMountKind, ExecSpec, Executor,
+    OciRuntimeExecutor, Stream,
 };
 use kiln_solver::NetworkMode;
 
@@ -35,7 +36,7 @@ extern "C" fn helper_hook(argc: c_int, argv: *const *const c_char, _env: *const 
 
 const APPLETS: &[&str] = &[
     "sh", "id", "cat", "echo", "ls", "wc", "hostname", "pwd", "sleep", "touch", "true", "env",
-    "grep", "stat",
+    "grep", "stat", "test", "cut",
 ];
 
 /// A busybox rootfs in a temporary directory (on /tmp, ext4 here) without /proc, /dev, /sys or
@@ -473,6 +474,207 @@ fn executor_cancel_kills_everything() {
         );
         assert_eq!(fx.listing(), before, "{}", ex.name());
         assert!(fx.state_is_empty(&*ex), "{}: state left behind", ex.name());
+    }
+}
+
+fn bind(source: &Path, target: &str, readonly: bool) -> ExecMount {
+    ExecMount {
+        source: source.to_path_buf(),
+        target: target.into(),
+        readonly,
+        kind: ExecMountKind::Bind,
+        size: None,
+    }
+}
+
+fn tmpfs(target: &str) -> ExecMount {
+    ExecMount {
+        source: PathBuf::new(),
+        target: target.into(),
+        readonly: false,
+        kind: ExecMountKind::Tmpfs,
+        size: None,
+    }
+}
+
+/// A host directory holding `f` (`from the host`), outside the rootfs.
+fn host_dir(fx: &Fixture) -> PathBuf {
+    let dir = fx.dir.path().join("host-src");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("f"), "from the host\n").unwrap();
+    dir
+}
+
+fn listing_of(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+#[test]
+fn executor_readonly_bind_of_a_host_dir() {
+    let fx = Fixture::new();
+    let src = host_dir(&fx);
+    for ex in fx.executors() {
+        let before = fx.listing();
+        let host_before = listing_of(&src);
+        let mut spec = fx.sh(
+            "cat /in/deep/f; if touch /in/deep/new 2>/dev/null; then echo writable; fi; \
+             echo data > /written",
+        );
+        spec.mounts = vec![bind(&src, "/in/deep", true)];
+        let out = run_ok(&*ex, &spec);
+        assert_eq!(out.stdout, "from the host\n", "{}", ex.name());
+        assert_eq!(
+            listing_of(&src),
+            host_before,
+            "{}: the source changed",
+            ex.name()
+        );
+        let mut after = fx.listing();
+        assert!(after.remove("/written").is_some(), "{}", ex.name());
+        after.insert("/".into(), before["/"].clone());
+        assert_eq!(
+            after,
+            before,
+            "{}: the mount points /in and /in/deep must be gone",
+            ex.name()
+        );
+        fs::remove_file(fx.rootfs().join("written")).unwrap();
+        assert!(fx.state_is_empty(&*ex), "{}: state left behind", ex.name());
+    }
+}
+
+#[test]
+fn executor_readwrite_bind_writes_reach_the_source() {
+    let fx = Fixture::new();
+    for ex in fx.executors() {
+        let src = fx.dir.path().join(format!("rw-{}", ex.name()));
+        fs::create_dir_all(&src).unwrap();
+        let before = fx.listing();
+        let mut spec = fx.sh("echo written > /rw/out");
+        spec.mounts = vec![bind(&src, "/rw", false)];
+        run_ok(&*ex, &spec);
+        assert_eq!(fs::read_to_string(src.join("out")).unwrap(), "written\n");
+        assert_eq!(fx.listing(), before, "{}", ex.name());
+    }
+}
+
+#[test]
+fn executor_bind_of_a_single_file() {
+    let fx = Fixture::new();
+    let src = host_dir(&fx).join("f");
+    for ex in fx.executors() {
+        let before = fx.listing();
+        let mut spec = fx.sh("cat /etc/conf.txt /opt/new/file.txt; test -f /opt/new/file.txt");
+        spec.mounts = vec![
+            bind(&src, "/etc/conf.txt", true),
+            bind(&src, "/opt/new/file.txt", true),
+        ];
+        let out = run_ok(&*ex, &spec);
+        assert_eq!(
+            out.stdout,
+            "from the host\nfrom the host\n",
+            "{}",
+            ex.name()
+        );
+        assert_eq!(
+            fx.listing(),
+            before,
+            "{}: file mount points are removed",
+            ex.name()
+        );
+    }
+}
+
+#[test]
+fn executor_tmpfs_is_empty_writable_and_leaves_nothing() {
+    let fx = Fixture::new();
+    for ex in fx.executors() {
+        let before = fx.listing();
+        let mut spec = fx.sh(
+            "ls -A /scratch | wc -l; echo x > /scratch/file && cat /scratch/file; \
+             grep ' /scratch ' /proc/mounts | cut -d' ' -f3",
+        );
+        spec.mounts = vec![tmpfs("/scratch")];
+        let out = run_ok(&*ex, &spec);
+        let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+        assert_eq!(lines, ["0", "x", "tmpfs"], "{}", ex.name());
+        assert_eq!(fx.listing(), before, "{}", ex.name());
+    }
+}
+
+#[test]
+fn executor_existing_mount_target_keeps_its_content() {
+    let fx = Fixture::new();
+    let src = host_dir(&fx);
+    fs::create_dir_all(fx.rootfs().join("keep")).unwrap();
+    fs::write(fx.rootfs().join("keep/old.txt"), "old\n").unwrap();
+    fs::create_dir_all(fx.rootfs().join("tmp")).unwrap();
+    fs::write(fx.rootfs().join("tmp/t.txt"), "t\n").unwrap();
+    for ex in fx.executors() {
+        let before = fx.listing();
+        let mut spec = fx.sh("ls /keep; ls /tmp | wc -l");
+        spec.mounts = vec![bind(&src, "/keep", true), tmpfs("/tmp")];
+        let out = run_ok(&*ex, &spec);
+        let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+        assert_eq!(
+            lines,
+            ["f", "0"],
+            "{}: the mounts hide what is there",
+            ex.name()
+        );
+        assert_eq!(fx.listing(), before, "{}", ex.name());
+    }
+}
+
+#[test]
+fn executor_runs_a_program_from_a_mount_under_dev() {
+    let fx = Fixture::new();
+    let src = fx.dir.path().join("pipes");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("EOF"), "#!/bin/sh\necho \"script $0\"\n").unwrap();
+    fs::set_permissions(src.join("EOF"), fs::Permissions::from_mode(0o755)).unwrap();
+    for ex in fx.executors() {
+        let before = fx.listing();
+        let mut spec = fx.spec(&["/dev/pipes/EOF"]);
+        spec.mounts = vec![bind(&src, "/dev/pipes/", true)];
+        let out = run_ok(&*ex, &spec);
+        assert_eq!(out.stdout, "script /dev/pipes/EOF\n", "{}", ex.name());
+        assert_eq!(
+            fx.listing(),
+            before,
+            "{}: /dev was never in the rootfs",
+            ex.name()
+        );
+    }
+}
+
+#[test]
+fn executor_rejects_bad_mount_targets() {
+    let fx = Fixture::new();
+    let src = host_dir(&fx);
+    for ex in fx.executors() {
+        let before = fx.listing();
+        for target in ["/", "/a/../..", "/../etc", "relative"] {
+            let mut spec = fx.spec(&["true"]);
+            spec.mounts = vec![bind(&src, target, true)];
+            let err = run(&*ex, &spec).err();
+            assert!(
+                matches!(err, Some(ExecError::MountTarget { .. })),
+                "{}: {target}: {err:?}",
+                ex.name()
+            );
+        }
+        let mut spec = fx.spec(&["true"]);
+        spec.mounts = vec![bind(&fx.dir.path().join("missing"), "/m", true)];
+        let err = run(&*ex, &spec).err();
+        assert!(
+            matches!(err, Some(ExecError::MountSource { .. })),
+            "{}: {err:?}",
+            ex.name()
+        );
+        assert_eq!(fx.listing(), before, "{}", ex.name());
     }
 }
 

@@ -7,7 +7,8 @@
 //! sets the hostname, brings `lo` up, and forks the command's process, pid 1 of the new pid
 //! namespace. That process unshares a mount namespace of its own (pivot_root would otherwise move
 //! the helper's root too), mounts `/proc` (only a process inside the pid namespace can), `/dev`,
-//! `/sys` and the `/etc` binds onto targets resolved inside the rootfs, pivots into the rootfs,
+//! `/sys`, the `/etc` binds and the step's own bind and tmpfs mounts onto targets resolved
+//! inside the rootfs, pivots into the rootfs,
 //! limits capabilities to BuildKit's default set, switches user and execs the command. The helper
 //! waits and writes the outcome to `result.json` in the state directory. All mounts live in the
 //! private mount namespace, which dies with the process, so nothing is left on the host.
@@ -38,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use super::prepare::Prepared;
 use super::pump::pump;
 use super::rootfs::RootDir;
-use super::{ExecError, ExecSpec, Executor, Stream};
+use super::{ExecError, ExecMount, ExecMountKind, ExecSpec, Executor, Stream};
 use crate::op::NetworkMode;
 
 /// The hidden first argument that makes the kiln binary act as the helper.
@@ -122,6 +123,15 @@ struct Request {
     network: NetworkMode,
     hosts: PathBuf,
     resolv_conf: PathBuf,
+    mounts: Vec<RequestMount>,
+}
+
+/// One of the step's mounts: its target in normal form, whether that is a file, the mount.
+#[derive(Serialize, Deserialize)]
+struct RequestMount {
+    target: String,
+    is_file: bool,
+    mount: ExecMount,
 }
 
 /// What the helper reports, in `result.json`.
@@ -170,6 +180,15 @@ impl BuiltinExecutor {
             network: spec.network,
             hosts: prepared.hosts.clone(),
             resolv_conf: prepared.resolv_conf.clone(),
+            mounts: prepared
+                .mounts
+                .iter()
+                .map(|m| RequestMount {
+                    target: m.target.clone(),
+                    is_file: m.is_file,
+                    mount: m.mount.clone(),
+                })
+                .collect(),
         };
         let request_path = state.join("request.json");
         let json = serde_json::to_vec(&request).expect("request serialises");
@@ -347,6 +366,9 @@ fn setup_and_exec(request: &Request) -> Result<std::convert::Infallible, String>
     mount_sys(&root, request.network)?;
     bind_file(&root, &request.hosts, "/etc/hosts")?;
     bind_file(&root, &request.resolv_conf, "/etc/resolv.conf")?;
+    for m in &request.mounts {
+        mount_step(&root, m)?;
+    }
     mask_paths(&root)?;
 
     let root_fd = root
@@ -537,6 +559,57 @@ fn bind_readonly(
     )
     .map_err(|e| format!("binding {} on {target}: {e}", source.display()))?;
     remount_readonly(root, target)
+}
+
+/// One of the step's own mounts, as BuildKit has runc make it: a bind is `rbind` (plus a
+/// read-only remount for `ro`), a tmpfs is `nosuid` with the size asked for. A missing target
+/// was created on the host already (and is removed afterwards), except under `/dev` and inside
+/// another of the step's mounts, where it is made here.
+fn mount_step(root: &RootDir, m: &RequestMount) -> Result<(), String> {
+    let target = m.target.as_str();
+    if root.open_path(target).is_err() {
+        let created = if m.is_file {
+            root.ensure_file(target)
+        } else {
+            root.mkdir_all(target, 0o755, 0, 0)
+        };
+        created.map_err(|e| format!("creating the mount point {target}: {e}"))?;
+    }
+    match m.mount.kind {
+        ExecMountKind::Tmpfs => {
+            let mut flags = MsFlags::MS_NOSUID;
+            if m.mount.readonly {
+                flags |= MsFlags::MS_RDONLY;
+            }
+            let size = m.mount.size.map(|s| format!("size={s}"));
+            mount_in(root, target, "tmpfs", flags, size.as_deref())
+        }
+        ExecMountKind::Bind => {
+            let source = &m.mount.source;
+            let src = nix::fcntl::open(
+                source.as_path(),
+                OFlag::O_PATH | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| format!("opening {}: {e}", source.display()))?;
+            let dst = root
+                .open_path(target)
+                .map_err(|e| format!("opening {target}: {e}"))?;
+            let none = None::<&str>;
+            mount(
+                Some(format!("/proc/self/fd/{}", src.as_raw_fd()).as_str()),
+                fd_path(&dst).as_str(),
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                none,
+            )
+            .map_err(|e| format!("binding {} on {target}: {e}", source.display()))?;
+            if m.mount.readonly {
+                remount_readonly(root, target)?;
+            }
+            Ok(())
+        }
+    }
 }
 
 fn remount_readonly(root: &RootDir, target: &str) -> Result<(), String> {

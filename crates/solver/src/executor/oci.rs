@@ -19,7 +19,7 @@ use std::os::unix::process::CommandExt;
 
 use super::prepare::Prepared;
 use super::pump::pump;
-use super::{ExecError, ExecSpec, Executor, Stream};
+use super::{ExecError, ExecMountKind, ExecSpec, Executor, Stream};
 use crate::op::NetworkMode;
 
 /// Runs processes with runc, crun or another runtime that takes runc's command line.
@@ -216,7 +216,7 @@ fn runtime_spec(spec: &ExecSpec, prepared: &Prepared) -> Result<Spec, ExecError>
 
     let hosts = prepared.hosts.to_string_lossy();
     let resolv_conf = prepared.resolv_conf.to_string_lossy();
-    let mounts = vec![
+    let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
             "/dev",
@@ -258,6 +258,28 @@ fn runtime_spec(spec: &ExecSpec, prepared: &Prepared) -> Result<Spec, ExecError>
         mount("/etc/resolv.conf", "bind", &resolv_conf, &["rbind", "ro"])?,
         mount("/etc/hosts", "bind", &hosts, &["rbind", "ro"])?,
     ];
+    // The step's own mounts, after the standard ones, as BuildKit's GenerateSpec adds them.
+    for m in &prepared.mounts {
+        let mut options: Vec<String> = Vec::new();
+        let (typ, source) = match m.mount.kind {
+            ExecMountKind::Bind => {
+                options.push("rbind".into());
+                ("bind", m.mount.source.to_string_lossy().into_owned())
+            }
+            ExecMountKind::Tmpfs => {
+                options.push("nosuid".into());
+                if let Some(size) = m.mount.size {
+                    options.push(format!("size={size}"));
+                }
+                ("tmpfs", "tmpfs".to_string())
+            }
+        };
+        if m.mount.readonly {
+            options.push("ro".into());
+        }
+        let options: Vec<&str> = options.iter().map(String::as_str).collect();
+        mounts.push(mount(&m.target, typ, &source, &options)?);
+    }
 
     let mut kinds = vec![
         LinuxNamespaceType::Pid,

@@ -1,7 +1,8 @@
 //! What both executors do on the host before and after the process runs, as BuildKit's
 //! `runcexecutor.Run` does: resolve the user, complete the environment, create the working
 //! directory, check the program exists, write `/etc/hosts` and `/etc/resolv.conf` into a
-//! per-run state directory, and note the mount stubs to remove afterwards.
+//! per-run state directory, check the step's own mounts, and note the mount stubs to remove
+//! afterwards.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use tempfile::TempDir;
 
 use super::rootfs::{MountStubs, RootDir, StubKind};
 use super::user::{resolve_user, ExecUser};
-use super::{ExecError, ExecSpec, DEFAULT_HOSTNAME, DEFAULT_PATH};
+use super::{ExecError, ExecMount, ExecMountKind, ExecSpec, DEFAULT_HOSTNAME, DEFAULT_PATH};
 
 /// Paths kiln mounts over in every run (mount points it may have to create).
 const MOUNT_TARGETS: &[(&str, StubKind)] = &[
@@ -32,15 +33,19 @@ pub(crate) struct Prepared {
     pub state: TempDir,
     pub hosts: PathBuf,
     pub resolv_conf: PathBuf,
+    /// The step's own mounts, checked, in the order they are made.
+    pub mounts: Vec<StepMount>,
     root: RootDir,
     stubs: MountStubs,
 }
 
 impl Prepared {
     pub fn new(spec: &ExecSpec, state_root: &Path) -> Result<Self, ExecError> {
-        if !spec.mounts.is_empty() {
-            return Err(ExecError::Unsupported("extra mounts"));
-        }
+        let mounts = spec
+            .mounts
+            .iter()
+            .map(StepMount::check)
+            .collect::<Result<Vec<_>, _>>()?;
         let program = spec.args.first().ok_or(ExecError::EmptyCommand)?;
         let root = RootDir::open(&spec.rootfs).map_err(|e| {
             ExecError::io(
@@ -72,7 +77,7 @@ impl Prepared {
                 cwd: cwd.clone(),
                 source,
             })?;
-        check_program(&root, program, &env, &cwd)?;
+        check_program(&root, program, &env, &cwd, &mounts)?;
 
         fs::create_dir_all(state_root)
             .map_err(|e| ExecError::io(format!("failed to create {}", state_root.display()), e))?;
@@ -93,7 +98,14 @@ impl Prepared {
             &fs::read("/etc/resolv.conf").unwrap_or_default(),
         )?;
         // Last, so that nothing fails after the rootfs was touched.
-        let stubs = MountStubs::create(&root, MOUNT_TARGETS).map_err(|e| {
+        let mut targets: Vec<(&str, StubKind)> = MOUNT_TARGETS.to_vec();
+        targets.extend(
+            mounts
+                .iter()
+                .filter(|m| m.needs_stub(&mounts))
+                .map(|m| (m.target.as_str(), m.stub_kind())),
+        );
+        let stubs = MountStubs::create(&root, &targets).map_err(|e| {
             ExecError::io("failed to create mount points in the root filesystem", e)
         })?;
         Ok(Prepared {
@@ -104,6 +116,7 @@ impl Prepared {
             state,
             hosts,
             resolv_conf,
+            mounts,
             root,
             stubs,
         })
@@ -131,11 +144,101 @@ fn complete_env(env: &[String], user: &ExecUser) -> Vec<String> {
     env
 }
 
+/// One of the step's own mounts, with its target in normal form (`/a/b`).
+pub(crate) struct StepMount {
+    pub target: String,
+    /// A bind of a file (its target is a file, not a directory).
+    pub is_file: bool,
+    pub mount: ExecMount,
+}
+
+impl StepMount {
+    fn check(mount: &ExecMount) -> Result<Self, ExecError> {
+        let target = clean_target(&mount.target)?;
+        let is_file = match mount.kind {
+            ExecMountKind::Tmpfs => false,
+            ExecMountKind::Bind => {
+                let meta =
+                    fs::metadata(&mount.source).map_err(|source| ExecError::MountSource {
+                        path: mount.source.clone(),
+                        source,
+                    })?;
+                !meta.is_dir()
+            }
+        };
+        Ok(StepMount {
+            target,
+            is_file,
+            mount: mount.clone(),
+        })
+    }
+
+    pub fn stub_kind(&self) -> StubKind {
+        if self.is_file {
+            StubKind::File
+        } else {
+            StubKind::Dir
+        }
+    }
+
+    /// Whether this target is made on the host before the run: not under `/dev` (the
+    /// container's own tmpfs) nor inside another of the step's mounts (it would be created in
+    /// that mount's source, or be hidden by it), where it is made at mount time instead.
+    fn needs_stub(&self, all: &[StepMount]) -> bool {
+        !is_under(&self.target, "/dev")
+            && !all
+                .iter()
+                .any(|other| other.target != self.target && is_under(&self.target, &other.target))
+    }
+
+    /// Whether `path` (absolute, in normal form or not) is at or below this mount's target.
+    fn covers(&self, path: &str) -> bool {
+        clean_target(path).is_ok_and(|p| is_under(&p, &self.target))
+    }
+}
+
+/// Whether the normal-form `path` is `dir` or below it.
+fn is_under(path: &str, dir: &str) -> bool {
+    path == dir
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// `/a/b` from an absolute target; `/` and paths that climb above the root are refused (the
+/// process could not name anything outside its root, so such a target is a mistake).
+fn clean_target(target: &str) -> Result<String, ExecError> {
+    let invalid = |reason: &str| ExecError::MountTarget {
+        target: target.to_string(),
+        reason: reason.to_string(),
+    };
+    if !target.starts_with('/') {
+        return Err(invalid("it must be an absolute path"));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(invalid("it is outside the root filesystem"));
+                }
+            }
+            name => parts.push(name),
+        }
+    }
+    if parts.is_empty() {
+        return Err(invalid("the root can't be a mount target"));
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
 fn check_program(
     root: &RootDir,
     program: &str,
     env: &[String],
     cwd: &str,
+    mounts: &[StepMount],
 ) -> Result<(), ExecError> {
     let path = env
         .iter()
@@ -143,6 +246,28 @@ fn check_program(
         .find_map(|kv| kv.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH);
     if root.find_program(program, path, cwd).is_some() {
+        return Ok(());
+    }
+    // A program inside one of the step's mounts (a heredoc script at /dev/pipes/EOF) is only
+    // there once the mounts are made: the lookup in the container decides.
+    let in_cwd = |p: &str| {
+        if p.starts_with('/') {
+            p.to_string()
+        } else {
+            format!("{}/{p}", cwd.trim_end_matches('/'))
+        }
+    };
+    let candidates: Vec<String> = if program.contains('/') {
+        vec![in_cwd(program)]
+    } else {
+        path.split(':')
+            .map(|dir| in_cwd(&format!("{}/{program}", dir.trim_end_matches('/'))))
+            .collect()
+    };
+    if candidates
+        .iter()
+        .any(|c| mounts.iter().any(|m| m.covers(c)))
+    {
         return Ok(());
     }
     Err(if program.contains('/') {
@@ -165,4 +290,19 @@ fn hosts_file(hostname: &str) -> String {
 fn write_state_file(path: &Path, contents: &[u8]) -> Result<(), ExecError> {
     fs::write(path, contents)
         .map_err(|e| ExecError::io(format!("failed to write {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_targets_are_normalised_and_checked() {
+        assert_eq!(clean_target("/dev/pipes/").unwrap(), "/dev/pipes");
+        assert_eq!(clean_target("/a/./b/../c").unwrap(), "/a/c");
+        for bad in ["/", "//", "/a/..", "/../etc", "relative"] {
+            assert!(clean_target(bad).is_err(), "{bad}");
+        }
+        assert!(is_under("/a/b", "/a") && is_under("/a", "/a") && !is_under("/ab", "/a"));
+    }
 }
