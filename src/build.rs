@@ -2,9 +2,9 @@
 //! the solver for the target's layers and the exporter for the outputs. Glue only: the work is
 //! in the library crates.
 
-use crate::cli::{BuildArgs, GraphFormat, Progress as ProgressMode};
+use crate::cli::{BuildArgs, GraphFormat};
 use crate::output::{self, Output};
-use crate::progress::Progress;
+use crate::progress::{Progress, Summary};
 use crate::state::State;
 use anyhow::{anyhow, bail, Context, Result};
 use kiln_exporter::{Compression, ImageOptions, LayerOptions};
@@ -13,7 +13,7 @@ use kiln_frontend::{
     parser, Error as FrontendError, SourceFile, Span,
 };
 use kiln_oci::Platform;
-use kiln_solver::{SolveError, SolveRequest, Solver};
+use kiln_solver::{SolveError, SolveRequest, Solver, StepError};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ struct Inputs {
 
 pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     reject_unsupported(&args)?;
-    let progress = Progress::new(args.progress == ProgressMode::Quiet);
+    let progress = Progress::new(args.progress)?;
     let inputs = read_inputs(&args)?;
     let mut inputs = inputs;
     let opts = build_options(&args, &mut inputs)?;
@@ -100,12 +100,26 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         locals: &locals,
         no_cache: args.no_cache,
         cancel: crate::interrupt::flag(),
+        jobs: args.jobs.unwrap_or_else(kiln_solver::default_jobs),
     };
-    let solved = solver
-        .solve(&request, &|e| progress.event(e))
-        .map_err(|e| solve_error(&inputs.dockerfile, e))?;
+    let solved = match solver.solve(&request, &|e| progress.event(e)) {
+        Ok(solved) => solved,
+        Err(e) => {
+            for f in &e.failures {
+                progress.failed(&f.op_name, &f.message);
+            }
+            // The display closes its blocks first; then every failure is printed together.
+            drop(progress);
+            return Err(solve_error(&inputs.dockerfile, e));
+        }
+    };
 
     if outputs.is_empty() && args.iidfile.is_none() && args.metadata_file.is_none() {
+        progress.finish(Summary {
+            ran: solved.ran,
+            cached: solved.cached,
+            ..Summary::default()
+        });
         return Ok(());
     }
     let epoch = source_date_epoch(&opts)?;
@@ -184,12 +198,12 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         }
         write_file(path, &serde_json::to_vec_pretty(&meta)?)?;
     }
-    if args.progress != ProgressMode::Quiet {
-        eprintln!(
-            "built {} ({} steps run, {} cached)",
-            image.descriptor.digest, solved.ran, solved.cached
-        );
-    }
+    progress.finish(Summary {
+        ran: solved.ran,
+        cached: solved.cached,
+        digest: Some(image.descriptor.digest.to_string()),
+        image_id: Some(image.manifest.config.digest.to_string()),
+    });
     Ok(())
 }
 
@@ -199,8 +213,6 @@ fn reject_unsupported(args: &BuildArgs) -> Result<()> {
         ("--secret", !args.secret.is_empty()),
         ("--cache-from", !args.cache_from.is_empty()),
         ("--cache-to", !args.cache_to.is_empty()),
-        ("--progress=tty", args.progress == ProgressMode::Tty),
-        ("--progress=rawjson", args.progress == ProgressMode::Rawjson),
     ];
     for (flag, used) in unsupported {
         if used {
@@ -579,8 +591,27 @@ fn report(e: FrontendError) -> anyhow::Error {
     anyhow::Error::new(Rendered(e))
 }
 
-/// A solver error pointed at the Dockerfile line of the step that failed.
+/// A failed solve: every failed step but the last is printed here, each pointed at its
+/// Dockerfile line; the last is returned for `main` to print.
 fn solve_error(file: &Arc<SourceFile>, e: SolveError) -> anyhow::Error {
+    if !e.failures.is_empty() && !e.cancelled.is_empty() {
+        eprintln!(
+            "cancelled because of the failure: {}",
+            e.cancelled.join(", ")
+        );
+    }
+    let mut failures = e.failures.into_iter().map(|f| step_error(file, f));
+    let Some(mut last) = failures.next() else {
+        return anyhow!("the build was cancelled");
+    };
+    for next in failures {
+        crate::render_error(std::mem::replace(&mut last, next));
+    }
+    last
+}
+
+/// A failed step pointed at its Dockerfile line.
+fn step_error(file: &Arc<SourceFile>, e: StepError) -> anyhow::Error {
     match &e.location {
         Some(loc) if loc.file == file.name && loc.line > 0 => {
             let start = file.line_start(loc.line);

@@ -531,11 +531,13 @@ RUN rm /bin/vi
     }
 }
 
-/// Whether a step printed the line `text` (as `#N text` in plain progress).
+/// Whether a step printed the line `text` (as `#N 0.512 text` in plain progress).
 fn printed(out: &str, text: &str) -> bool {
     out.lines().any(|l| {
         l.split_once(' ')
-            .is_some_and(|(n, rest)| n.starts_with('#') && rest == text)
+            .filter(|(n, _)| n.starts_with('#'))
+            .and_then(|(_, rest)| rest.split_once(' '))
+            .is_some_and(|(stamp, rest)| stamp.parse::<f64>().is_ok() && rest == text)
     })
 }
 

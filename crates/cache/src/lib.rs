@@ -5,8 +5,10 @@
 
 pub mod content;
 pub mod snapshot;
+pub mod statcache;
 pub mod unpack;
 
 pub use content::{BlobWriter, ContentError, ContentStore};
 pub use snapshot::{Mounted, Prepared, SnapshotError, SnapshotId, SnapshotStore, SnapshotterMode};
+pub use statcache::{StatCache, StatCacheStats, StatFields};
 pub use unpack::{unpack_layer, unpack_to_snapshot, UnpackError, Unpacked};

@@ -147,6 +147,11 @@ impl SnapshotStore {
         self.root.join("empty")
     }
 
+    /// The state directory the store lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The diff directory of a committed snapshot.
     pub fn diff_dir(&self, id: &SnapshotId) -> PathBuf {
         self.snapshots_dir().join(&id.0).join("diff")

@@ -2,9 +2,10 @@
 //! a digest of the content they select. Nothing about a key depends on when or where things
 //! ran: not mtimes, inode numbers, the checkout path, or the order of a directory listing.
 
+use kiln_cache::statcache::{read_hash, StatCache};
 use kiln_patterns::PatternMatcher;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -66,9 +67,20 @@ pub struct TreeDigest {
 /// Digest of a directory tree as a COPY would see it: relative paths, types, permission bits,
 /// file contents and symlink targets of every entry not excluded by `ignore`, in sorted order.
 pub fn tree_digest(root: &Path, ignore: Option<&PatternMatcher>) -> io::Result<TreeDigest> {
+    tree_digest_cached(root, ignore, None)
+}
+
+/// [`tree_digest`], taking file hashes from `cache` (the stat cache of `root`) when their stat
+/// fields haven't changed. The digest is the same with or without it.
+pub fn tree_digest_cached(
+    root: &Path,
+    ignore: Option<&PatternMatcher>,
+    cache: Option<&StatCache>,
+) -> io::Result<TreeDigest> {
     let mut walker = Walker {
         b: KeyBuilder::new("tree"),
         ignore,
+        cache,
         entries: 0,
         bytes: 0,
     };
@@ -83,6 +95,7 @@ pub fn tree_digest(root: &Path, ignore: Option<&PatternMatcher>) -> io::Result<T
 struct Walker<'a> {
     b: KeyBuilder,
     ignore: Option<&'a PatternMatcher>,
+    cache: Option<&'a StatCache>,
     entries: u64,
     bytes: u64,
 }
@@ -123,7 +136,11 @@ impl Walker<'_> {
                 self.walk(&path, &rel_path)?;
             } else if ft.is_file() {
                 b.str("file");
-                b.bytes(&file_digest(&path)?);
+                let hash = match self.cache {
+                    Some(cache) => cache.hash_file(Path::new(&rel_path), &path, &meta)?,
+                    None => read_hash(&path)?.0,
+                };
+                b.bytes(&hash);
                 self.bytes += meta.len();
             } else {
                 b.str("special");
@@ -132,20 +149,6 @@ impl Walker<'_> {
         }
         Ok(())
     }
-}
-
-fn file_digest(path: &Path) -> io::Result<[u8; 32]> {
-    let mut h = blake3::Hasher::new();
-    let mut f = fs::File::open(path)?;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(*h.finalize().as_bytes())
 }
 
 #[cfg(test)]

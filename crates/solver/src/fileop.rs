@@ -12,8 +12,8 @@
 
 mod archive;
 mod chown;
-mod copy;
-mod filter;
+pub(crate) mod copy;
+pub(crate) mod filter;
 mod metadata;
 mod rootpath;
 

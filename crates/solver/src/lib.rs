@@ -3,12 +3,17 @@
 //! run processes. It knows nothing of Dockerfile syntax nor of output formats.
 
 pub mod cachekey;
+pub mod contenthash;
 pub mod executor;
 pub mod fileop;
 pub mod op;
+mod scheduler;
 pub mod solve;
 mod source_http;
 pub mod source_oci_layout;
 
 pub use op::*;
-pub use solve::{human_bytes, Event, Layer, LayerBlob, SolveError, SolveRequest, Solved, Solver};
+pub use solve::{
+    default_jobs, human_bytes, Event, Layer, LayerBlob, SolveError, SolveRequest, Solved, Solver,
+    StepError,
+};

@@ -1,21 +1,27 @@
 //! Solving a graph: every op the target needs gets a cache key from its definition and its
 //! inputs' keys; an op whose result is in the snapshot store is reused, any other is computed
-//! and committed. (Ops run one at a time here; the parallel scheduler replaces this loop.)
+//! and committed. The [`scheduler`](crate::scheduler) runs independent ops at the same time and
+//! computes ops of equal keys once; this module says what each kind of op does.
 
-use crate::cachekey::{tree_digest, CacheKey, KeyBuilder};
+use crate::cachekey::{tree_digest_cached, CacheKey, KeyBuilder};
+use crate::contenthash::copy_selection_digest;
 use crate::executor::{
     resolve_in_root, ExecError, ExecMount, ExecMountKind, ExecSpec, Executor, Stream,
 };
 use crate::fileop::{self, FileOpOptions, SourceFs};
-use crate::op::{CopyAction, ExecOp, FileAction, Graph, Location, MountKind, Op, OpId, Source};
+use crate::op::{
+    CopyAction, ExecOp, FileAction, Graph, Location, MountKind, Op, OpId, OpNode, Source,
+};
+use crate::scheduler::{self, Failure, Failures, Inputs, Job, Plan, StepContext};
 use crate::{source_http, source_oci_layout};
+use kiln_cache::StatCache;
 use kiln_cache::{ContentStore, Mounted, SnapshotId, SnapshotStore};
 use kiln_oci::{Descriptor, Digest, Platform};
 use kiln_patterns::PatternMatcher;
 use kiln_registry::Reference;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,22 +54,66 @@ enum Output {
     Local {
         root: PathBuf,
         ignore: Option<Arc<PatternMatcher>>,
+        /// Content hashes of the directory's files by stat data, shared by the steps that
+        /// read it so an unchanged file is hashed once per build and not at all next time.
+        stat: Arc<StatCache>,
     },
 }
 
-/// What the solver reports while it works.
+/// What the solver reports while it works. Ops run in parallel, so events of different ops
+/// interleave; each names its op.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Started { op: OpId, name: String },
-    Cached { op: OpId, name: String },
-    Done { op: OpId, elapsed: Duration },
-    Log { op: OpId, line: String },
+    Started {
+        op: OpId,
+        name: String,
+    },
+    /// The op's result was reused: from the cache, or from an op of the same key in this build.
+    Cached {
+        op: OpId,
+        name: String,
+    },
+    Done {
+        op: OpId,
+        elapsed: Duration,
+    },
+    Log {
+        op: OpId,
+        line: String,
+    },
 }
 
-/// A failure, with the op it happened in.
+/// Why a solve failed: every step that failed, in graph order.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.summary())]
+pub struct SolveError {
+    /// Steps that failed on their own; empty when the build was cancelled from outside
+    /// (Ctrl-C).
+    pub failures: Vec<StepError>,
+    /// Display names of the steps that were running and were stopped, because another step
+    /// failed or the build was cancelled.
+    pub cancelled: Vec<String>,
+}
+
+impl SolveError {
+    fn summary(&self) -> String {
+        match &self.failures[..] {
+            [] => "the build was cancelled".to_string(),
+            [one] => one.message.clone(),
+            [first, rest @ ..] => format!(
+                "{} (and {} more failed step{})",
+                first.message,
+                rest.len(),
+                if rest.len() == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
+/// A step that failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct SolveError {
+pub struct StepError {
     /// The op's display name (`[stage-0 2/3] COPY a b`).
     pub op_name: String,
     pub location: Option<Location>,
@@ -78,8 +128,17 @@ pub struct SolveRequest<'a> {
     pub locals: &'a HashMap<String, PathBuf>,
     /// Compute every op even when its result is cached.
     pub no_cache: bool,
-    /// Set (by a Ctrl-C handler) to stop the build: the running step is killed, nothing more starts.
+    /// Set (by a Ctrl-C handler) to stop the build: running steps are killed, nothing more
+    /// starts.
     pub cancel: &'a AtomicBool,
+    /// How many ops may run at once (0 counts as 1); [`default_jobs`] is one per CPU.
+    pub jobs: usize,
+}
+
+/// One job per CPU the process may use.
+pub fn default_jobs() -> usize {
+    // Steps mostly wait (on processes, the network, the disk), so twice the cores, at least 4.
+    std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).max(4))
 }
 
 /// The solver's result: the target's layers, bottom first.
@@ -93,6 +152,11 @@ pub struct Solved {
 
 /// Solves graphs against a snapshot store, pulling base images through a registry client.
 pub struct Solver {
+    worker: Arc<Worker>,
+}
+
+/// What computes ops; shared by the threads that run them.
+struct Worker {
     snapshots: SnapshotStore,
     content: ContentStore,
     registry: Arc<kiln_registry::Client>,
@@ -107,273 +171,380 @@ impl Solver {
         executor: Box<dyn Executor>,
     ) -> Solver {
         Solver {
-            snapshots,
-            content,
-            registry,
-            executor,
+            worker: Arc::new(Worker {
+                snapshots,
+                content,
+                registry,
+                executor,
+            }),
         }
     }
 
-    /// Computes the target of `req`, reporting progress to `events`.
+    /// Computes the target of `req`, reporting progress to `events` (called on this thread).
+    /// On failure, returns once every running step has stopped and cleaned up.
     pub fn solve(
         &self,
         req: &SolveRequest<'_>,
-        events: &dyn Fn(Event),
+        events: &(dyn Fn(Event) + Send + Sync),
     ) -> Result<Solved, SolveError> {
-        let needed = needed_ops(req.graph, req.target);
-        let mut keys: HashMap<OpId, CacheKey> = HashMap::new();
-        let mut outputs: HashMap<OpId, Output> = HashMap::new();
-        let mut solved = Solved {
-            layers: Vec::new(),
-            ran: 0,
-            cached: 0,
+        let plan = Plan {
+            inputs: needed_ops(req.graph, req.target)
+                .into_iter()
+                .map(|id| (id, req.graph.inputs(id)))
+                .collect(),
         };
-        for id in needed {
-            let node = &req.graph.nodes[id];
-            if req.cancel.load(Ordering::SeqCst) {
-                return Err(SolveError {
-                    op_name: node.meta.name.clone(),
-                    location: None,
-                    message: "the build was cancelled".into(),
-                });
-            }
-            let fail = |message: String| SolveError {
-                op_name: node.meta.name.clone(),
-                location: node.meta.location.clone(),
-                message,
-            };
-            let (key, output) = match &node.op {
-                Op::Source(Source::Scratch) => (
-                    KeyBuilder::new("scratch").finish(),
-                    Output::Layers(Vec::new()),
-                ),
-                Op::Source(Source::Local {
-                    name,
-                    include,
-                    exclude,
-                }) => {
-                    let root = req.locals.get(name).ok_or_else(|| {
-                        fail(format!(
-                            "no local directory named {name:?} was given to the build"
-                        ))
-                    })?;
-                    if !include.is_empty() {
-                        return Err(fail(
-                            "include patterns of local sources are not supported yet".into(),
-                        ));
-                    }
-                    let ignore = if exclude.is_empty() {
-                        None
-                    } else {
-                        Some(Arc::new(
-                            PatternMatcher::new(exclude)
-                                .map_err(|e| fail(format!("invalid .dockerignore: {e}")))?,
-                        ))
-                    };
-                    events(Event::Started {
-                        op: id,
-                        name: node.meta.name.clone(),
-                    });
-                    let start = Instant::now();
-                    let digest = tree_digest(root, ignore.as_deref())
-                        .map_err(|e| fail(format!("reading {}: {e}", root.display())))?;
-                    events(Event::Log {
-                        op: id,
-                        line: format!(
-                            "context: {} entries, {}",
-                            digest.entries,
-                            human_bytes(digest.bytes)
-                        ),
-                    });
-                    events(Event::Done {
-                        op: id,
-                        elapsed: start.elapsed(),
-                    });
-                    let key = KeyBuilder::new("local").str(name).key(&digest.key).finish();
-                    (
-                        key,
-                        Output::Local {
-                            root: root.clone(),
-                            ignore,
-                        },
-                    )
-                }
-                Op::Source(Source::Image {
-                    reference,
-                    digest,
-                    platform,
-                }) => {
-                    let name = node.meta.name.clone();
-                    events(Event::Started { op: id, name });
-                    let start = Instant::now();
-                    let layers = self
-                        .pull(reference, digest.as_ref(), platform, &|line| {
-                            events(Event::Log { op: id, line })
-                        })
-                        .map_err(fail)?;
-                    events(Event::Done {
-                        op: id,
-                        elapsed: start.elapsed(),
-                    });
-                    let mut key = KeyBuilder::new("image");
-                    for l in &layers {
-                        key.str(&l.id.0);
-                    }
-                    (key.finish(), Output::Layers(layers))
-                }
-                Op::Source(Source::Http {
-                    url,
-                    checksum,
-                    filename,
-                    mode,
-                }) => {
-                    // As BuildKit: fetched on every build, keyed by URL and content digest.
-                    events(Event::Started {
-                        op: id,
-                        name: node.meta.name.clone(),
-                    });
-                    let start = Instant::now();
-                    let prepared = self.snapshots.prepare().map_err(|e| fail(e.to_string()))?;
-                    let fetched = match source_http::fetch(
-                        url,
-                        &prepared.diff_dir(),
-                        filename,
-                        *mode,
-                        checksum.as_ref(),
-                        HTTP_TIMEOUT,
-                    ) {
-                        Ok(f) => f,
-                        Err(e) => {
-                            let _ = self.snapshots.discard(prepared);
-                            return Err(fail(e));
-                        }
-                    };
-                    let key = KeyBuilder::new("http")
-                        .str(url)
-                        .str(&fetched.digest.to_string())
-                        .str(filename)
-                        .str(&format!("{mode:o}"))
-                        .finish();
-                    let sid = SnapshotId(key.hex());
-                    // An existing snapshot of the same key is kept (commit drops ours).
-                    self.snapshots
-                        .commit(prepared, &sid)
-                        .map_err(|e| fail(e.to_string()))?;
-                    events(Event::Log {
-                        op: id,
-                        line: format!("{} {}", fetched.digest, human_bytes(fetched.size)),
-                    });
-                    events(Event::Done {
-                        op: id,
-                        elapsed: start.elapsed(),
-                    });
-                    let layer = Layer {
-                        diff: self.snapshots.diff_dir(&sid),
-                        id: sid,
-                        blob: None,
-                    };
-                    (key, Output::Layers(vec![layer]))
-                }
-                Op::Source(Source::OciLayout {
-                    path,
-                    digest,
-                    platform: _,
-                }) => {
-                    let name = node.meta.name.clone();
-                    events(Event::Started { op: id, name });
-                    let start = Instant::now();
-                    let layers = self
-                        .load_oci_layout(std::path::Path::new(path), digest, &|line| {
-                            events(Event::Log { op: id, line })
-                        })
-                        .map_err(fail)?;
-                    events(Event::Done {
-                        op: id,
-                        elapsed: start.elapsed(),
-                    });
-                    let mut key = KeyBuilder::new("image");
-                    for l in &layers {
-                        key.str(&l.id.0);
-                    }
-                    (key.finish(), Output::Layers(layers))
-                }
-                Op::Exec(e) => {
-                    if let Some(kind) = e.mounts.iter().find_map(|m| match m.kind {
-                        MountKind::Cache { .. } => Some("cache"),
-                        MountKind::Secret { .. } => Some("secret"),
-                        MountKind::Ssh { .. } => Some("ssh"),
-                        MountKind::Bind { .. } | MountKind::Tmpfs { .. } => None,
-                    }) {
-                        return Err(fail(format!(
-                            "RUN --mount=type={kind} is not supported yet"
-                        )));
-                    }
-                    let key = exec_key(e, &keys);
-                    let log = |line: String| events(Event::Log { op: id, line });
-                    let output = self
-                        .layer_step(
-                            id,
-                            node,
-                            key,
-                            &outputs[&e.rootfs],
-                            req,
-                            events,
-                            &mut solved,
-                            |base, sid| self.run_exec(base, e, sid, &outputs, req.cancel, &log),
-                        )
-                        .map_err(fail)?;
-                    (key, output)
-                }
-                Op::File(f) => {
-                    let key = file_key(f.base, &f.actions, &keys);
-                    let output = self
-                        .layer_step(
-                            id,
-                            node,
-                            key,
-                            &outputs[&f.base],
-                            req,
-                            events,
-                            &mut solved,
-                            |base, sid| self.run_file_op(base, &f.actions, sid, &outputs),
-                        )
-                        .map_err(fail)?;
-                    (key, output)
-                }
-                Op::Merge(inputs) => {
-                    let mut key = KeyBuilder::new("merge");
-                    let mut layers = Vec::new();
-                    for input in inputs {
-                        key.key(&keys[input]);
-                        match &outputs[input] {
-                            Output::Layers(l) => layers.extend(l.iter().cloned()),
-                            Output::Local { .. } => {
-                                return Err(fail("only root filesystems can be merged".into()))
-                            }
-                        }
-                    }
-                    (key.finish(), Output::Layers(layers))
-                }
-            };
-            keys.insert(id, key);
-            outputs.insert(id, output);
-        }
-        match outputs.remove(&req.target) {
-            Some(Output::Layers(layers)) => {
-                solved.layers = layers;
-                Ok(solved)
-            }
+        let job = Arc::new(GraphJob {
+            worker: self.worker.clone(),
+            graph: Arc::new(req.graph.clone()),
+            locals: Arc::new(req.locals.clone()),
+            no_cache: req.no_cache,
+        });
+        let mut done = scheduler::solve(job, &plan, req.jobs, req.cancel, events)
+            .map_err(|failures| solve_error(req.graph, failures))?;
+        let count = |outcome: Outcome| done.values().filter(|s| s.outcome == outcome).count();
+        let (ran, cached) = (count(Outcome::Ran), count(Outcome::Cached));
+        match done.remove(&req.target).map(|s| s.output) {
+            Some(Output::Layers(layers)) => Ok(Solved {
+                layers,
+                ran,
+                cached,
+            }),
             _ => {
                 let node = &req.graph.nodes[req.target];
                 Err(SolveError {
-                    op_name: node.meta.name.clone(),
-                    location: node.meta.location.clone(),
-                    message: "the target is not a root filesystem".into(),
+                    failures: vec![StepError {
+                        op_name: node.meta.name.clone(),
+                        location: node.meta.location.clone(),
+                        message: "the target is not a root filesystem".into(),
+                    }],
+                    cancelled: Vec::new(),
                 })
             }
         }
     }
+}
 
+/// The scheduler's failures as the caller reads them.
+fn solve_error(graph: &Graph, failures: Failures) -> SolveError {
+    let mut error = SolveError {
+        failures: Vec::new(),
+        cancelled: Vec::new(),
+    };
+    for (op, failure) in failures {
+        let meta = &graph.nodes[op].meta;
+        match failure {
+            Failure::Failed(message) => error.failures.push(StepError {
+                op_name: meta.name.clone(),
+                location: meta.location.clone(),
+                message,
+            }),
+            Failure::Cancelled => error.cancelled.push(meta.name.clone()),
+        }
+    }
+    error
+}
+
+/// A solved op, as its dependents read it.
+#[derive(Clone, Debug)]
+struct Step {
+    key: CacheKey,
+    output: Output,
+    outcome: Outcome,
+}
+
+/// How a step got its result (sources are neither run nor cached steps in the summary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Ran,
+    Cached,
+    Source,
+}
+
+/// The ops of one solve, as the scheduler runs them.
+struct GraphJob {
+    worker: Arc<Worker>,
+    graph: Arc<Graph>,
+    locals: Arc<HashMap<String, PathBuf>>,
+    no_cache: bool,
+}
+
+impl Job for GraphJob {
+    type Output = Step;
+
+    /// The cache key where it follows from the inputs' keys; for sources, whose keys depend
+    /// on what they read, a digest of their definition.
+    fn identity(&self, op: OpId, done: &HashMap<OpId, Step>) -> CacheKey {
+        let keys: HashMap<OpId, CacheKey> = self
+            .graph
+            .inputs(op)
+            .into_iter()
+            .map(|input| (input, done[&input].key))
+            .collect();
+        match &self.graph.nodes[op].op {
+            Op::Source(Source::Scratch) => scratch_key(),
+            Op::Source(source) => KeyBuilder::new("source")
+                .str(&serde_json::to_string(source).expect("sources serialise"))
+                .finish(),
+            Op::Exec(e) => exec_key(e, &keys),
+            Op::File(f) => file_key(f.base, &f.actions, &keys),
+            Op::Merge(inputs) => merge_key(inputs, &keys),
+        }
+    }
+
+    fn run(&self, op: OpId, inputs: Inputs<Step>, ctx: &StepContext) -> Result<Step, Failure> {
+        let mut keys = HashMap::new();
+        let outputs: HashMap<OpId, Output> = inputs
+            .into_iter()
+            .map(|(id, step)| {
+                keys.insert(id, step.key);
+                (id, step.output)
+            })
+            .collect();
+        self.compute(op, &keys, &outputs, ctx)
+    }
+
+    fn reuse(&self, op: OpId, done: &Step, ctx: &StepContext) -> Step {
+        let node = &self.graph.nodes[op];
+        let outcome = match &node.op {
+            Op::Exec(_) | Op::File(_) => Outcome::Cached,
+            _ => done.outcome,
+        };
+        if !matches!(node.op, Op::Source(Source::Scratch) | Op::Merge(_)) {
+            ctx.emit(Event::Cached {
+                op,
+                name: node.meta.name.clone(),
+            });
+        }
+        Step {
+            outcome,
+            ..done.clone()
+        }
+    }
+}
+
+impl GraphJob {
+    /// Computes one op from its inputs' keys and outputs.
+    fn compute(
+        &self,
+        id: OpId,
+        keys: &HashMap<OpId, CacheKey>,
+        outputs: &HashMap<OpId, Output>,
+        ctx: &StepContext,
+    ) -> Result<Step, Failure> {
+        let node = &self.graph.nodes[id];
+        let worker = &self.worker;
+        let source = |key: CacheKey, output: Output| Step {
+            key,
+            output,
+            outcome: Outcome::Source,
+        };
+        let started = || {
+            ctx.emit(Event::Started {
+                op: id,
+                name: node.meta.name.clone(),
+            });
+            Instant::now()
+        };
+        let done = |start: Instant| {
+            ctx.emit(Event::Done {
+                op: id,
+                elapsed: start.elapsed(),
+            })
+        };
+        let log = |line: String| ctx.emit(Event::Log { op: id, line });
+        match &node.op {
+            Op::Source(Source::Scratch) => Ok(source(scratch_key(), Output::Layers(Vec::new()))),
+            Op::Source(Source::Local {
+                name,
+                include,
+                exclude,
+            }) => {
+                let root = self.locals.get(name).ok_or_else(|| {
+                    format!("no local directory named {name:?} was given to the build")
+                })?;
+                if !include.is_empty() {
+                    return Err(Failure::Failed(
+                        "include patterns of local sources are not supported yet".into(),
+                    ));
+                }
+                let ignore = if exclude.is_empty() {
+                    None
+                } else {
+                    Some(Arc::new(
+                        PatternMatcher::new(exclude)
+                            .map_err(|e| format!("invalid .dockerignore: {e}"))?,
+                    ))
+                };
+                let start = started();
+                let stat = Arc::new(StatCache::open(worker.snapshots.root(), root));
+                let digest = tree_digest_cached(root, ignore.as_deref(), Some(&stat))
+                    .map_err(|e| format!("reading {}: {e}", root.display()))?;
+                let _ = stat.save();
+                log(format!(
+                    "context: {} entries, {}",
+                    digest.entries,
+                    human_bytes(digest.bytes)
+                ));
+                done(start);
+                let key = KeyBuilder::new("local").str(name).key(&digest.key).finish();
+                Ok(source(
+                    key,
+                    Output::Local {
+                        root: root.clone(),
+                        ignore,
+                        stat,
+                    },
+                ))
+            }
+            Op::Source(Source::Image {
+                reference,
+                digest,
+                platform,
+            }) => {
+                let start = started();
+                let layers = worker.pull(reference, digest.as_ref(), platform, ctx, &log)?;
+                done(start);
+                Ok(source(image_key(&layers), Output::Layers(layers)))
+            }
+            Op::Source(Source::Http {
+                url,
+                checksum,
+                filename,
+                mode,
+            }) => {
+                // As BuildKit: fetched on every build, keyed by URL and content digest.
+                let start = started();
+                let prepared = worker.snapshots.prepare().map_err(|e| e.to_string())?;
+                let fetched = match source_http::fetch(
+                    url,
+                    &prepared.diff_dir(),
+                    filename,
+                    *mode,
+                    checksum.as_ref(),
+                    HTTP_TIMEOUT,
+                ) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let _ = worker.snapshots.discard(prepared);
+                        return Err(Failure::Failed(e));
+                    }
+                };
+                let key = KeyBuilder::new("http")
+                    .str(url)
+                    .str(&fetched.digest.to_string())
+                    .str(filename)
+                    .str(&format!("{mode:o}"))
+                    .finish();
+                let sid = SnapshotId(key.hex());
+                // An existing snapshot of the same key is kept (commit drops ours).
+                worker
+                    .snapshots
+                    .commit(prepared, &sid)
+                    .map_err(|e| e.to_string())?;
+                log(format!("{} {}", fetched.digest, human_bytes(fetched.size)));
+                done(start);
+                let layer = Layer {
+                    diff: worker.snapshots.diff_dir(&sid),
+                    id: sid,
+                    blob: None,
+                };
+                Ok(source(key, Output::Layers(vec![layer])))
+            }
+            Op::Source(Source::OciLayout {
+                path,
+                digest,
+                platform: _,
+            }) => {
+                let start = started();
+                let layers = worker.load_oci_layout(std::path::Path::new(path), digest, &log)?;
+                done(start);
+                Ok(source(image_key(&layers), Output::Layers(layers)))
+            }
+            Op::Exec(e) => {
+                if let Some(kind) = e.mounts.iter().find_map(|m| match m.kind {
+                    MountKind::Cache { .. } => Some("cache"),
+                    MountKind::Secret { .. } => Some("secret"),
+                    MountKind::Ssh { .. } => Some("ssh"),
+                    MountKind::Bind { .. } | MountKind::Tmpfs { .. } => None,
+                }) {
+                    return Err(Failure::Failed(format!(
+                        "RUN --mount=type={kind} is not supported yet"
+                    )));
+                }
+                let key = exec_key(e, keys);
+                self.layer_step(id, node, key, &outputs[&e.rootfs], ctx, |base, sid| {
+                    worker.run_exec(base, e, sid, outputs, ctx.cancel_flag(), &log)
+                })
+            }
+            Op::File(f) => {
+                let key = copy_aware_file_key(f.base, &f.actions, keys, outputs)?;
+                self.layer_step(id, node, key, &outputs[&f.base], ctx, |base, sid| {
+                    Ok(worker.run_file_op(base, &f.actions, sid, outputs)?)
+                })
+            }
+            Op::Merge(inputs) => {
+                let mut layers = Vec::new();
+                for input in inputs {
+                    match &outputs[input] {
+                        Output::Layers(l) => layers.extend(l.iter().cloned()),
+                        Output::Local { .. } => {
+                            return Err(Failure::Failed(
+                                "only root filesystems can be merged".into(),
+                            ))
+                        }
+                    }
+                }
+                Ok(source(merge_key(inputs, keys), Output::Layers(layers)))
+            }
+        }
+    }
+
+    /// A step that adds one layer on top of `base`: reused from the snapshot store when its key
+    /// is there (unless `--no-cache`), computed by `run` otherwise.
+    fn layer_step(
+        &self,
+        id: OpId,
+        node: &OpNode,
+        key: CacheKey,
+        base: &Output,
+        ctx: &StepContext,
+        run: impl FnOnce(&[Layer], &SnapshotId) -> Result<(), Failure>,
+    ) -> Result<Step, Failure> {
+        let Output::Layers(base) = base else {
+            return Err(Failure::Failed(
+                "this step needs a root filesystem, not a local directory".into(),
+            ));
+        };
+        let sid = SnapshotId(key.hex());
+        let name = node.meta.name.clone();
+        let outcome = if !self.no_cache && self.worker.snapshots.exists(&sid) {
+            ctx.emit(Event::Cached { op: id, name });
+            Outcome::Cached
+        } else {
+            ctx.emit(Event::Started { op: id, name });
+            let start = Instant::now();
+            run(base, &sid)?;
+            ctx.emit(Event::Done {
+                op: id,
+                elapsed: start.elapsed(),
+            });
+            Outcome::Ran
+        };
+        let mut layers = base.clone();
+        layers.push(Layer {
+            diff: self.worker.snapshots.diff_dir(&sid),
+            id: sid,
+            blob: None,
+        });
+        Ok(Step {
+            key,
+            output: Output::Layers(layers),
+            outcome,
+        })
+    }
+}
+
+impl Worker {
     /// Pulls an image's layers into the content store and unpacks each into a snapshot of its
     /// own (named by its diff_id, so images that share a layer share its snapshot).
     fn pull(
@@ -381,8 +552,9 @@ impl Solver {
         reference: &str,
         digest: Option<&Digest>,
         platform: &Platform,
+        ctx: &StepContext,
         log: &dyn Fn(String),
-    ) -> Result<Vec<Layer>, String> {
+    ) -> Result<Vec<Layer>, Failure> {
         let mut r: Reference = reference.parse().map_err(|e| format!("{e}"))?;
         if let Some(d) = digest {
             r.digest = Some(d.clone());
@@ -393,14 +565,17 @@ impl Solver {
             .map_err(|e| e.to_string())?;
         let diff_ids = &resolved.config.rootfs.diff_ids;
         if diff_ids.len() != resolved.manifest.layers.len() {
-            return Err(format!(
+            return Err(Failure::Failed(format!(
                 "{r}: the image is inconsistent: {} layers but {} diff_ids in its config",
                 resolved.manifest.layers.len(),
                 diff_ids.len()
-            ));
+            )));
         }
         let mut layers = Vec::new();
         for (desc, diff_id) in resolved.manifest.layers.iter().zip(diff_ids) {
+            if ctx.cancelled() {
+                return Err(Failure::Cancelled);
+            }
             let sid = SnapshotId(format!("layer-{}", diff_id.hex()));
             if !self.snapshots.exists(&sid) {
                 if !self.content.contains(&desc.digest) {
@@ -489,47 +664,6 @@ impl Solver {
         Ok(layers)
     }
 
-    /// A step that adds one layer on top of `base`: reused from the snapshot store when its key
-    /// is there (unless `--no-cache`), computed by `run` otherwise.
-    #[allow(clippy::too_many_arguments)]
-    fn layer_step(
-        &self,
-        id: OpId,
-        node: &crate::op::OpNode,
-        key: CacheKey,
-        base: &Output,
-        req: &SolveRequest<'_>,
-        events: &dyn Fn(Event),
-        solved: &mut Solved,
-        run: impl FnOnce(&[Layer], &SnapshotId) -> Result<(), String>,
-    ) -> Result<Output, String> {
-        let Output::Layers(base) = base else {
-            return Err("this step needs a root filesystem, not a local directory".into());
-        };
-        let sid = SnapshotId(key.hex());
-        let name = node.meta.name.clone();
-        if !req.no_cache && self.snapshots.exists(&sid) {
-            events(Event::Cached { op: id, name });
-            solved.cached += 1;
-        } else {
-            events(Event::Started { op: id, name });
-            let start = Instant::now();
-            run(base, &sid)?;
-            events(Event::Done {
-                op: id,
-                elapsed: start.elapsed(),
-            });
-            solved.ran += 1;
-        }
-        let mut layers = base.clone();
-        layers.push(Layer {
-            diff: self.snapshots.diff_dir(&sid),
-            id: sid,
-            blob: None,
-        });
-        Ok(Output::Layers(layers))
-    }
-
     /// Runs a process on top of `base`; what it leaves becomes the snapshot `sid`.
     fn run_exec(
         &self,
@@ -539,7 +673,7 @@ impl Solver {
         outputs: &HashMap<OpId, Output>,
         cancel: &AtomicBool,
         log: &dyn Fn(String),
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let prepared = self.snapshots.prepare().map_err(|e| e.to_string())?;
         let mut step_mounts = StepMounts::default();
         let result = (|| {
@@ -567,24 +701,24 @@ impl Solver {
                     cancel,
                 )
                 .map_err(|err| match err {
-                    ExecError::Cancelled => "the build was cancelled".to_string(),
-                    other => other.to_string(),
+                    ExecError::Cancelled => Failure::Cancelled,
+                    other => Failure::Failed(other.to_string()),
                 })?;
             lines.flush(log);
             if code != 0 {
-                return Err(format!(
+                return Err(Failure::Failed(format!(
                     "process \"{}\" did not complete successfully: exit code: {code}",
                     e.args.join(" ")
-                ));
+                )));
             }
             Ok(())
         })();
         step_mounts.release(&self.snapshots);
         match result {
-            Ok(()) => self
+            Ok(()) => Ok(self
                 .snapshots
                 .commit(prepared, sid)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| e.to_string())?),
             Err(e) => {
                 let _ = self.snapshots.discard(prepared);
                 Err(e)
@@ -647,12 +781,12 @@ impl Solver {
             format!("RUN --mount: source {source:?} in {what}: {e}")
         };
         let root = match output {
-            Output::Local { root, ignore } if ignore.is_none() && !readwrite => {
+            Output::Local { root, ignore, .. } if ignore.is_none() && !readwrite => {
                 // Nothing to hide and nothing to protect: the directory itself.
                 return resolve_in_root(root, source)
                     .map_err(|e| not_found("the build context", e));
             }
-            Output::Local { root, ignore } => {
+            Output::Local { root, ignore, .. } => {
                 // A copy: what `.dockerignore` hides is left out, and writes go nowhere.
                 let prepared = self.snapshots.prepare().map_err(|e| e.to_string())?;
                 let dir = prepared.diff_dir();
@@ -730,7 +864,7 @@ impl Solver {
             }
             let sources = |op: OpId| -> SourceFs {
                 match (&outputs[&op], views.get(&op)) {
-                    (Output::Local { root, ignore }, _) => SourceFs::local(
+                    (Output::Local { root, ignore, .. }, _) => SourceFs::local(
                         root.clone(),
                         "the build context".to_string(),
                         ignore.clone(),
@@ -860,6 +994,62 @@ fn file_key(base: OpId, actions: &[FileAction], keys: &HashMap<OpId, CacheKey>) 
         b.str(&serde_json::to_string(&action).expect("actions serialise"));
     }
     b.finish()
+}
+
+/// A file op's cache key: as [`file_key`], except that a copy from a local directory counts
+/// the digest of exactly the files it selects (content, type, mode, links, relative paths)
+/// rather than the whole directory's key, so editing a file a COPY doesn't read (the
+/// Dockerfile itself, say) keeps that COPY cached, on any machine and checkout path.
+fn copy_aware_file_key(
+    base: OpId,
+    actions: &[FileAction],
+    keys: &HashMap<OpId, CacheKey>,
+    outputs: &HashMap<OpId, Output>,
+) -> Result<CacheKey, String> {
+    let mut b = KeyBuilder::new("file");
+    b.key(&keys[&base]);
+    for action in actions {
+        let mut action = action.clone();
+        if let FileAction::Copy(c) = &mut action {
+            match &outputs[&c.source] {
+                Output::Local { root, ignore, stat } => {
+                    let src = SourceFs::local(root.clone(), "the build context", ignore.clone());
+                    let digest =
+                        copy_selection_digest(c, &src, Some(stat)).map_err(|e| e.to_string())?;
+                    let _ = stat.save();
+                    b.str("selection").key(&digest);
+                }
+                Output::Layers(_) => {
+                    b.key(&keys[&c.source]);
+                }
+            }
+            c.source = 0;
+        }
+        b.str(&serde_json::to_string(&action).expect("actions serialise"));
+    }
+    Ok(b.finish())
+}
+
+/// A merge's key: its inputs' keys, in order.
+fn merge_key(inputs: &[OpId], keys: &HashMap<OpId, CacheKey>) -> CacheKey {
+    let mut key = KeyBuilder::new("merge");
+    for input in inputs {
+        key.key(&keys[input]);
+    }
+    key.finish()
+}
+
+fn scratch_key() -> CacheKey {
+    KeyBuilder::new("scratch").finish()
+}
+
+/// An image's key: its layers, which are named by their diff_ids.
+fn image_key(layers: &[Layer]) -> CacheKey {
+    let mut key = KeyBuilder::new("image");
+    for l in layers {
+        key.str(&l.id.0);
+    }
+    key.finish()
 }
 
 /// `1.2kB`, `3.4MB`, as BuildKit prints sizes.

@@ -91,25 +91,25 @@ pub(super) fn copy(
 }
 
 /// One source path to copy.
-struct Picked {
+pub(crate) struct Picked {
     /// The path for messages: as the user wrote it, or the wildcard match.
-    shown: String,
+    pub(crate) shown: String,
     /// The path as named, relative to the source root; its last component names a copied file.
-    name: PathBuf,
+    pub(crate) name: PathBuf,
     /// The same path with every symlink followed.
-    real: PathBuf,
+    pub(crate) real: PathBuf,
     /// `--parents`: what is copied from below `real`.
-    include: Option<Rc<Include>>,
+    pub(crate) include: Option<Rc<Include>>,
 }
 
 /// A source filesystem as COPY sees it: ignored paths are absent.
-struct SourceView<'a> {
-    fs: &'a SourceFs,
+pub(crate) struct SourceView<'a> {
+    pub(crate) fs: &'a SourceFs,
 }
 
 impl SourceView<'_> {
     /// The paths one `src` names.
-    fn pick(&self, src: &str, parents: bool) -> Result<Vec<Picked>, FileOpError> {
+    pub(crate) fn pick(&self, src: &str, parents: bool) -> Result<Vec<Picked>, FileOpError> {
         if !parents {
             return self.expand(src, src);
         }
@@ -553,7 +553,7 @@ impl<'a> TreeCopy<'a> {
 }
 
 /// The names in a directory, in byte order (Go's `filepath.Walk` and fsutil read them sorted).
-fn read_dir_sorted(dir: &Path) -> io::Result<Vec<OsString>> {
+pub(crate) fn read_dir_sorted(dir: &Path) -> io::Result<Vec<OsString>> {
     let mut names = fs::read_dir(dir)?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<io::Result<Vec<_>>>()?;
@@ -561,7 +561,7 @@ fn read_dir_sorted(dir: &Path) -> io::Result<Vec<OsString>> {
     Ok(names)
 }
 
-fn source_io(action: &'static str, path: &str, error: io::Error) -> FileOpError {
+pub(crate) fn source_io(action: &'static str, path: &str, error: io::Error) -> FileOpError {
     FileOpError::Io {
         action,
         path: path.to_string(),
