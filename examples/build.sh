@@ -8,15 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-examples/out/hello-oci}
 
-need=()
-for p in docker-registry skopeo umoci busybox-static; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if ((${#need[@]})); then
-  echo "installing ${need[*]}" >&2
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+scripts/ensure-packages.sh docker-registry skopeo umoci busybox-static
 
 cargo build --release --quiet
 

@@ -5,12 +5,7 @@
 #   usage: scripts/busybox-image.sh DIR
 set -euo pipefail
 dir=${1:?usage: busybox-image.sh DIR}
-for tool in umoci busybox; do
-  command -v "$tool" >/dev/null || {
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq umoci busybox-static >/dev/null
-  }
-done
+"$(dirname "$0")/ensure-packages.sh" umoci busybox-static
 [[ -x /bin/busybox ]] || { echo "no /bin/busybox (install busybox-static)" >&2; exit 2; }
 
 bundle=$(mktemp -d)

@@ -137,22 +137,10 @@ fn auth_protected_registry() {
     // Push with credentials (skopeo), then build with and without them.
     let layout = common::registry::busybox_layout();
     let reference = format!("{}/private/busybox:1.35", reg.addr);
-    let out = std::process::Command::new("skopeo")
-        .args([
-            "copy",
-            "-q",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "kiln:s3cret",
-        ])
-        .arg(format!("oci:{}:1.35", layout.display()))
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::registry::push(
+        &format!("oci:{}:1.35", layout.display()),
+        &reference,
+        &["--dest-creds", "kiln:s3cret"],
     );
     sb.dockerfile(&format!("FROM {reference}\nRUN test -x /bin/busybox\n"));
 
@@ -255,16 +243,10 @@ fn index_with_two_platforms_picks_the_hosts() {
         "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
     fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
     let reference = format!("{}/multi:1", reg.addr);
-    let out = std::process::Command::new("skopeo")
-        .args(["copy", "-q", "--all", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:multi", layout.display()))
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::registry::push(
+        &format!("oci:{}:multi", layout.display()),
+        &reference,
+        &["--all"],
     );
 
     sb.dockerfile(&format!("FROM {reference}\nRUN echo ok > /ok\n"));

@@ -67,21 +67,30 @@ impl Registry {
 
     /// Pushes the busybox base image as `REGISTRY/busybox:1.35` and returns that reference.
     pub fn push_busybox(&self) -> String {
-        let layout = busybox_layout();
         let reference = format!("{}/busybox:1.35", self.addr);
-        let out = Command::new("skopeo")
-            .args(["copy", "-q", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:1.35", layout.display()))
-            .arg(format!("docker://{reference}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "skopeo push: {}",
-            String::from_utf8_lossy(&out.stderr)
+        push(
+            &format!("oci:{}:1.35", busybox_layout().display()),
+            &reference,
+            &[],
         );
         reference
     }
+}
+
+/// `skopeo copy SOURCE docker://REFERENCE` over plain HTTP, with extra skopeo flags.
+pub fn push(source: &str, reference: &str, flags: &[&str]) {
+    let out = Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .args(flags)
+        .arg(source)
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo push of {source} to {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for Registry {
