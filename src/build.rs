@@ -64,6 +64,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     let resolver = RegistryResolver {
         client: registry.clone(),
     };
+    let no_cache_filter = no_cache_stages(&df, &opts, &args.no_cache_filter)?;
     let plan = convert::plan(&df, &opts, &resolver).map_err(report)?;
     for w in &plan.warnings {
         eprintln!("WARNING: {}", w.message);
@@ -99,6 +100,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         target: plan.target,
         locals: &locals,
         no_cache: args.no_cache,
+        no_cache_filter: &no_cache_filter,
         cancel: crate::interrupt::flag(),
         jobs: args.jobs.unwrap_or_else(kiln_solver::default_jobs),
     };
@@ -223,6 +225,35 @@ fn reject_unsupported(args: &BuildArgs) -> Result<()> {
         bail!("--jobs must be at least 1");
     }
     Ok(())
+}
+
+/// The stages `--no-cache-filter` names, as the solver knows them (lowercased names or
+/// `stage-N` labels); a name that is no stage of the Dockerfile is an error.
+fn no_cache_stages(
+    df: &parser::Dockerfile,
+    opts: &BuildOptions,
+    filter: &[String],
+) -> Result<Vec<String>> {
+    if filter.is_empty() {
+        return Ok(Vec::new());
+    }
+    let outline = convert::outline(df, opts).map_err(report)?;
+    let known: Vec<&str> = outline.stages.iter().map(|s| s.name.as_str()).collect();
+    let mut stages = Vec::new();
+    for name in filter.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let lower = name.to_lowercase();
+        let label = match lower.parse::<usize>() {
+            Ok(i) if i < known.len() => known[i].to_string(),
+            _ if known.contains(&lower.as_str()) => lower,
+            _ => bail!(
+                "--no-cache-filter {name}: no stage of that name in {} (stages: {})",
+                df.file.name,
+                known.join(", ")
+            ),
+        };
+        stages.push(label);
+    }
+    Ok(stages)
 }
 
 fn read_stdin() -> Result<String> {

@@ -69,6 +69,10 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// Do not use the cache for the steps of these stages (names, case-insensitive).
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+
     /// Type of progress output.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,

@@ -9,9 +9,12 @@
 //!   started), closed by `#5 DONE 1.2s`, `#5 CACHED`, `#5 ERROR: <message>` or `#5 CANCELED`; a
 //!   blank line between blocks; a block interrupted by another step's output ends in `#5 ...` and
 //!   is reopened with its header later. Like BuildKit, the printer stays on the step that is
-//!   talking and holds others' lines back for a moment instead of flipping on every line.
+//!   talking and holds others' lines back for a moment instead of flipping on every line. A step
+//!   that missed the cache says why on the line after its header, the first time it opens:
+//!   `#7 cache miss: src/main.rs changed`.
 //! - `tty`: an indicatif display: one spinner line per running step with its elapsed time and the
-//!   last lines of its output; finished steps collapse to `✔ [builder 2/4] RUN make  1.2s`.
+//!   last lines of its output; finished steps collapse to `✔ [builder 2/4] RUN make  1.2s`
+//!   (with the reason of a cache miss); the summary at the end lists the cache misses.
 //! - `rawjson`: one JSON object per line, see [`JsonRender`] for the schema.
 //! - `quiet`: nothing but errors; the image ID goes to stdout at the end, like `buildx build -q`.
 
@@ -19,7 +22,7 @@ use crate::cli::Progress as Mode;
 use anyhow::bail;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use kiln_solver::{Event, OpId};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -74,6 +77,8 @@ struct Step {
     status: Status,
     /// The last lines of output, already stamped (`0.512 line`).
     tail: VecDeque<String>,
+    /// Why the step missed the cache (the solver's reason).
+    cache_miss: Option<String>,
 }
 
 impl Step {
@@ -145,7 +150,7 @@ impl Progress {
             let mut s = self.state();
             let key = Key::Cli(s.next_cli);
             s.next_cli += 1;
-            s.start(key, name);
+            s.start(key, name, None);
             key
         };
         let start = Instant::now();
@@ -163,7 +168,11 @@ impl Progress {
     pub fn event(&self, e: Event) {
         let mut s = self.state();
         match e {
-            Event::Started { op, name } => s.start(Key::Op(op), &name),
+            Event::Started {
+                op,
+                name,
+                cache_miss,
+            } => s.start(Key::Op(op), &name, cache_miss),
             Event::Cached { op, name } => {
                 let i = s.index(Key::Op(op), &name);
                 s.steps[i].name = name;
@@ -217,15 +226,17 @@ impl State {
             started: Instant::now(),
             status: Status::Running,
             tail: VecDeque::new(),
+            cache_miss: None,
         });
         self.by_key.insert(key, i);
         i
     }
 
-    fn start(&mut self, key: Key, name: &str) {
+    fn start(&mut self, key: Key, name: &str, cache_miss: Option<String>) {
         let i = self.index(key, name);
         let step = &mut self.steps[i];
         step.name = name.to_string();
+        step.cache_miss = cache_miss;
         step.started = Instant::now();
         step.status = Status::Running;
         self.render.started(&self.steps, i);
@@ -314,6 +325,8 @@ struct PlainRender {
     last_line: Option<Instant>,
     /// Lines of steps that are not current, held back until their turn.
     held: HashMap<usize, Vec<String>>,
+    /// Steps whose cache-miss reason was printed.
+    explained: HashSet<usize>,
 }
 
 impl PlainRender {
@@ -331,6 +344,11 @@ impl PlainRender {
         }
         self.printed = true;
         let _ = writeln!(out, "#{} {}", steps[i].number, steps[i].name);
+        if let Some(reason) = &steps[i].cache_miss {
+            if self.explained.insert(i) {
+                let _ = writeln!(out, "#{} cache miss: {reason}", steps[i].number);
+            }
+        }
         self.current = Some(i);
         self.last_line = Some(Instant::now());
         for line in self.held.remove(&i).unwrap_or_default() {
@@ -431,7 +449,7 @@ fn summary_line(s: &Summary, elapsed: Duration) -> String {
 ///
 /// | `event`   | fields |
 /// |-----------|--------|
-/// | `started` | `step`, `op`?, `name` |
+/// | `started` | `step`, `op`?, `name`, `cache_miss`? (why a step that could have been cached ran) |
 /// | `log`     | `step`, `op`?, `line` (one line of the step's output, without its newline) |
 /// | `done`    | `step`, `op`?, `elapsed_ms` |
 /// | `cached`  | `step`, `op`?, `name` |
@@ -466,11 +484,11 @@ impl JsonRender {
 impl Render for JsonRender {
     fn started(&mut self, steps: &[Step], i: usize) {
         let step = &steps[i];
-        self.emit(
-            Some(step),
-            "started",
-            serde_json::json!({ "name": step.name }),
-        );
+        let mut fields = serde_json::json!({ "name": step.name });
+        if let Some(reason) = &step.cache_miss {
+            fields["cache_miss"] = reason.as_str().into();
+        }
+        self.emit(Some(step), "started", fields);
     }
 
     fn log(&mut self, steps: &[Step], i: usize, line: &str, _stamped: &str) {
@@ -586,7 +604,14 @@ impl TtyRender {
     /// The line a finished step collapses to.
     fn finished_line(step: &Step) -> String {
         match &step.status {
-            Status::Done(d) => format!("✔ {}  {:.1}s", step.name, d.as_secs_f64()),
+            Status::Done(d) => match &step.cache_miss {
+                Some(reason) => format!(
+                    "✔ {}  {:.1}s  (cache miss: {reason})",
+                    step.name,
+                    d.as_secs_f64()
+                ),
+                None => format!("✔ {}  {:.1}s", step.name, d.as_secs_f64()),
+            },
             Status::Cached => format!("✔ {}  CACHED", step.name),
             Status::Error(m) => {
                 let mut s = format!("✘ {}  ERROR: {m}", step.name);
@@ -653,7 +678,7 @@ impl Render for TtyRender {
         self.update_header(steps);
     }
 
-    fn end(&mut self, _steps: &[Step], summary: Option<&Summary>, elapsed: Duration) {
+    fn end(&mut self, steps: &[Step], summary: Option<&Summary>, elapsed: Duration) {
         if let Some(header) = self.header.take() {
             header.finish_and_clear();
             self.multi.remove(&header);
@@ -661,8 +686,29 @@ impl Render for TtyRender {
         let _ = self.multi.clear();
         if let Some(s) = summary {
             eprintln!("✔ {}", summary_line(s, elapsed));
+            for line in cache_miss_lines(steps) {
+                eprintln!("{line}");
+            }
         }
     }
+}
+
+/// The summary's list of steps that missed the cache, and why.
+fn cache_miss_lines(steps: &[Step]) -> Vec<String> {
+    let missed: Vec<&Step> = steps.iter().filter(|s| s.cache_miss.is_some()).collect();
+    if missed.is_empty() {
+        return Vec::new();
+    }
+    let mut lines = vec![format!(
+        "  {} cache miss{}:",
+        missed.len(),
+        if missed.len() == 1 { "" } else { "es" }
+    )];
+    for s in missed {
+        let reason = s.cache_miss.as_deref().unwrap_or_default();
+        lines.push(format!("    #{} {} — {reason}", s.number, s.name));
+    }
+    lines
 }
 
 #[cfg(test)]

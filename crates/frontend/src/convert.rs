@@ -695,6 +695,14 @@ impl<'a> Converter<'a> {
                 file: self.file().name.clone(),
                 line: node.start_line,
             }),
+            step_id: Some(format!("{}:{}:{}", self.file().name, st.label, st.step)),
+            stage: Some(st.label.to_lowercase()),
+            build_args: st
+                .args
+                .iter()
+                .map(|(k, _)| k.clone())
+                .chain(PROXY_ARGS.iter().map(|k| k.to_string()))
+                .collect(),
         }
     }
 
@@ -807,6 +815,7 @@ impl<'a> Converter<'a> {
             OpMeta {
                 name: "scratch".into(),
                 location: None,
+                ..Default::default()
             },
         );
         self.scratch = Some(id);
@@ -826,6 +835,7 @@ impl<'a> Converter<'a> {
             OpMeta {
                 name: "[internal] load build context".into(),
                 location: None,
+                ..Default::default()
             },
         );
         self.context = Some(id);
@@ -905,6 +915,7 @@ impl<'a> Converter<'a> {
                             OpMeta {
                                 name: format!("[context {key}] load from OCI layout"),
                                 location,
+                                ..Default::default()
                             },
                         );
                         self.named_ops.insert((key.clone(), false), op);
@@ -929,6 +940,7 @@ impl<'a> Converter<'a> {
                             OpMeta {
                                 name: format!("[context {key}] load from client"),
                                 location: None,
+                                ..Default::default()
                             },
                         );
                         self.named_ops.insert((key.clone(), false), op);
@@ -959,6 +971,7 @@ impl<'a> Converter<'a> {
                     OpMeta {
                         name: format!("[context {key}] copy to a root filesystem"),
                         location,
+                        ..Default::default()
                     },
                 );
                 self.named_ops.insert((key, true), op);
@@ -995,6 +1008,7 @@ impl<'a> Converter<'a> {
                             file: self.file().name.clone(),
                             line: node.start_line,
                         }),
+                        ..Default::default()
                     },
                 );
                 self.images.insert(key, op);
@@ -1729,6 +1743,7 @@ impl<'a> Converter<'a> {
                             file: self.file().name.clone(),
                             line: node.start_line,
                         }),
+                        ..Default::default()
                     },
                 );
                 actions.push(FileAction::Copy(CopyAction {
@@ -1787,6 +1802,7 @@ impl<'a> Converter<'a> {
                 OpMeta {
                     name: format!("[internal] preparing inline document {}", h.name),
                     location: None,
+                    ..Default::default()
                 },
             );
             actions.push(FileAction::Copy(CopyAction {
@@ -1870,6 +1886,7 @@ impl<'a> Converter<'a> {
                     OpMeta {
                         name: "[internal] preparing inline document".into(),
                         location: None,
+                        ..Default::default()
                     },
                 );
                 mounts.push(Mount {

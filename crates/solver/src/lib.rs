@@ -5,6 +5,7 @@
 pub mod cachekey;
 pub mod contenthash;
 pub mod executor;
+pub mod explain;
 pub mod fileop;
 pub mod op;
 mod scheduler;

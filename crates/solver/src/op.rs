@@ -27,6 +27,19 @@ pub struct OpMeta {
     pub name: String,
     /// Source location (file, 1-based line) the op was made from, if any.
     pub location: Option<Location>,
+    /// What names the step across builds while its cache key changes (the frontend's
+    /// `<file>:<stage>:<instruction index>`): the solver remembers the inputs behind each
+    /// step's last key under it, to say why the step missed the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_id: Option<String>,
+    /// The (lowercased) name or `stage-N` label of the stage the op belongs to, for
+    /// `--no-cache-filter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// Names of the build arguments in scope: variables of an exec op's env that came from
+    /// an ARG, so a changed value is reported as a build arg rather than as env.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub build_args: Vec<String>,
 }
 
 /// A place in a frontend's input file.

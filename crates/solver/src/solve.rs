@@ -4,9 +4,13 @@
 //! computes ops of equal keys once; this module says what each kind of op does.
 
 use crate::cachekey::{tree_digest_cached, CacheKey, KeyBuilder};
-use crate::contenthash::copy_selection_digest;
+use crate::contenthash::{copy_selection, SelectedEntry};
 use crate::executor::{
     resolve_in_root, ExecError, ExecMount, ExecMountKind, ExecSpec, Executor, Stream,
+};
+use crate::explain::{
+    self, action_definition, ActionInputs, CopySource, ExecInputs, FileInputs, ParentInputs,
+    StepInputs, StepRecord,
 };
 use crate::fileop::{self, FileOpOptions, SourceFs};
 use crate::op::{
@@ -15,11 +19,11 @@ use crate::op::{
 use crate::scheduler::{self, Failure, Failures, Inputs, Job, Plan, StepContext};
 use crate::{source_http, source_oci_layout};
 use kiln_cache::StatCache;
-use kiln_cache::{ContentStore, Mounted, SnapshotId, SnapshotStore};
+use kiln_cache::{ContentStore, Mounted, RecordStore, SnapshotId, SnapshotStore};
 use kiln_oci::{Descriptor, Digest, Platform};
 use kiln_patterns::PatternMatcher;
 use kiln_registry::Reference;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -67,6 +71,9 @@ pub enum Event {
     Started {
         op: OpId,
         name: String,
+        /// For a step that could have come from the cache: why it didn't (`src/a.txt
+        /// changed`, `build arg V changed (1 → 2)`, `parent step re-ran`, `first build`, …).
+        cache_miss: Option<String>,
     },
     /// The op's result was reused: from the cache, or from an op of the same key in this build.
     Cached {
@@ -128,6 +135,9 @@ pub struct SolveRequest<'a> {
     pub locals: &'a HashMap<String, PathBuf>,
     /// Compute every op even when its result is cached.
     pub no_cache: bool,
+    /// Stages (lowercased names or `stage-N` labels, as [`OpMeta::stage`](crate::OpMeta))
+    /// whose steps are computed even when cached (`--no-cache-filter`).
+    pub no_cache_filter: &'a [String],
     /// Set (by a Ctrl-C handler) to stop the build: running steps are killed, nothing more
     /// starts.
     pub cancel: &'a AtomicBool,
@@ -158,6 +168,8 @@ pub struct Solver {
 /// What computes ops; shared by the threads that run them.
 struct Worker {
     snapshots: SnapshotStore,
+    /// What each step's last key was made of, to explain cache misses.
+    records: RecordStore,
     content: ContentStore,
     registry: Arc<kiln_registry::Client>,
     executor: Box<dyn Executor>,
@@ -172,6 +184,7 @@ impl Solver {
     ) -> Solver {
         Solver {
             worker: Arc::new(Worker {
+                records: RecordStore::open(snapshots.root()),
                 snapshots,
                 content,
                 registry,
@@ -198,6 +211,12 @@ impl Solver {
             graph: Arc::new(req.graph.clone()),
             locals: Arc::new(req.locals.clone()),
             no_cache: req.no_cache,
+            no_cache_stages: req
+                .no_cache_filter
+                .iter()
+                .map(|s| s.to_lowercase())
+                .collect(),
+            identities: step_identities(req.graph, &plan, req.locals.get("context")),
         });
         let mut done = scheduler::solve(job, &plan, req.jobs, req.cancel, events)
             .map_err(|failures| solve_error(req.graph, failures))?;
@@ -266,6 +285,40 @@ struct GraphJob {
     graph: Arc<Graph>,
     locals: Arc<HashMap<String, PathBuf>>,
     no_cache: bool,
+    /// `--no-cache-filter` stages, lowercased.
+    no_cache_stages: HashSet<String>,
+    /// The record identity of each step that makes a layer and has a step id.
+    identities: HashMap<OpId, String>,
+}
+
+/// What names each layer-making step's record: the build context's directory and the step id
+/// (made unique in graph order should a frontend give two ops the same one), so two projects
+/// with a `Dockerfile` of the same name don't read each other's records.
+fn step_identities(graph: &Graph, plan: &Plan, context: Option<&PathBuf>) -> HashMap<OpId, String> {
+    let context = context
+        .map(|c| {
+            std::fs::canonicalize(c)
+                .unwrap_or_else(|_| c.clone())
+                .display()
+                .to_string()
+        })
+        .unwrap_or_default();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut ids = HashMap::new();
+    for &op in plan.inputs.keys() {
+        let node = &graph.nodes[op];
+        let (Op::Exec(_) | Op::File(_), Some(step)) = (&node.op, &node.meta.step_id) else {
+            continue;
+        };
+        let n = seen.entry(step.as_str()).or_default();
+        *n += 1;
+        let id = match *n {
+            1 => format!("{context}\n{step}"),
+            n => format!("{context}\n{step}#{n}"),
+        };
+        ids.insert(op, id);
+    }
+    ids
 }
 
 impl Job for GraphJob {
@@ -280,7 +333,7 @@ impl Job for GraphJob {
             .into_iter()
             .map(|input| (input, done[&input].key))
             .collect();
-        match &self.graph.nodes[op].op {
+        let identity = match &self.graph.nodes[op].op {
             Op::Source(Source::Scratch) => scratch_key(),
             Op::Source(source) => KeyBuilder::new("source")
                 .str(&serde_json::to_string(source).expect("sources serialise"))
@@ -288,19 +341,29 @@ impl Job for GraphJob {
             Op::Exec(e) => exec_key(e, &keys),
             Op::File(f) => file_key(f.base, &f.actions, &keys),
             Op::Merge(inputs) => merge_key(inputs, &keys),
+        };
+        if self.cache_disabled(&self.graph.nodes[op]).is_some() && !self.no_cache {
+            // A step that must run doesn't share the result of one that may come from the
+            // cache.
+            return KeyBuilder::new("no-cache-filter").key(&identity).finish();
         }
+        identity
     }
 
     fn run(&self, op: OpId, inputs: Inputs<Step>, ctx: &StepContext) -> Result<Step, Failure> {
         let mut keys = HashMap::new();
+        let mut ran = HashSet::new();
         let outputs: HashMap<OpId, Output> = inputs
             .into_iter()
             .map(|(id, step)| {
                 keys.insert(id, step.key);
+                if step.outcome == Outcome::Ran {
+                    ran.insert(id);
+                }
                 (id, step.output)
             })
             .collect();
-        self.compute(op, &keys, &outputs, ctx)
+        self.compute(op, &keys, &outputs, &ran, ctx)
     }
 
     fn reuse(&self, op: OpId, done: &Step, ctx: &StepContext) -> Step {
@@ -329,6 +392,7 @@ impl GraphJob {
         id: OpId,
         keys: &HashMap<OpId, CacheKey>,
         outputs: &HashMap<OpId, Output>,
+        ran: &HashSet<OpId>,
         ctx: &StepContext,
     ) -> Result<Step, Failure> {
         let node = &self.graph.nodes[id];
@@ -342,6 +406,7 @@ impl GraphJob {
             ctx.emit(Event::Started {
                 op: id,
                 name: node.meta.name.clone(),
+                cache_miss: None,
             });
             Instant::now()
         };
@@ -472,13 +537,42 @@ impl GraphJob {
                     )));
                 }
                 let key = exec_key(e, keys);
-                self.layer_step(id, node, key, &outputs[&e.rootfs], ctx, |base, sid| {
+                let record = || StepRecord {
+                    key: key.hex(),
+                    parent: self.parent_inputs(e.rootfs, keys),
+                    inputs: StepInputs::Exec(ExecInputs::new(e, keys)),
+                };
+                let base = (&outputs[&e.rootfs], ran.contains(&e.rootfs));
+                self.layer_step(id, node, key, base, record, ctx, |base, sid| {
                     worker.run_exec(base, e, sid, outputs, ctx.cancel_flag(), &log)
                 })
             }
             Op::File(f) => {
-                let key = copy_aware_file_key(f.base, &f.actions, keys, outputs)?;
-                self.layer_step(id, node, key, &outputs[&f.base], ctx, |base, sid| {
+                let (key, selections) = copy_aware_file_key(f.base, &f.actions, keys, outputs)?;
+                let record = || StepRecord {
+                    key: key.hex(),
+                    parent: self.parent_inputs(f.base, keys),
+                    inputs: StepInputs::File(FileInputs {
+                        actions: f
+                            .actions
+                            .iter()
+                            .zip(&selections)
+                            .map(|(action, selected)| ActionInputs {
+                                definition: action_definition(action),
+                                source: match (action, selected) {
+                                    (_, Some(entries)) => Some(CopySource::files(entries)),
+                                    (FileAction::Copy(c), None) => Some(CopySource::Step {
+                                        key: keys[&c.source].hex(),
+                                        name: self.graph.nodes[c.source].meta.name.clone(),
+                                    }),
+                                    _ => None,
+                                },
+                            })
+                            .collect(),
+                    }),
+                };
+                let base = (&outputs[&f.base], ran.contains(&f.base));
+                self.layer_step(id, node, key, base, record, ctx, |base, sid| {
                     Ok(worker.run_file_op(base, &f.actions, sid, outputs)?)
                 })
             }
@@ -499,14 +593,49 @@ impl GraphJob {
         }
     }
 
-    /// A step that adds one layer on top of `base`: reused from the snapshot store when its key
-    /// is there (unless `--no-cache`), computed by `run` otherwise.
+    /// Why `node` may not use the cache, if it may not (`--no-cache`, `--no-cache-filter`).
+    fn cache_disabled(&self, node: &OpNode) -> Option<String> {
+        if self.no_cache {
+            return Some("cache disabled (--no-cache)".into());
+        }
+        let stage = node.meta.stage.as_ref()?;
+        self.no_cache_stages
+            .contains(stage)
+            .then(|| format!("cache disabled for stage {stage} (--no-cache-filter)"))
+    }
+
+    /// What a step's record says of the filesystem it starts from.
+    fn parent_inputs(&self, parent: OpId, keys: &HashMap<OpId, CacheKey>) -> ParentInputs {
+        let image = match &self.graph.nodes[parent].op {
+            Op::Source(Source::Image {
+                reference, digest, ..
+            }) => Some(format!(
+                "{reference}@{}",
+                digest.as_ref().map(|d| d.to_string()).unwrap_or_default()
+            )),
+            Op::Source(Source::OciLayout { path, digest, .. }) => Some(format!("{path}@{digest}")),
+            _ => None,
+        };
+        ParentInputs {
+            key: keys[&parent].hex(),
+            image,
+        }
+    }
+
+    /// A step that adds one layer on top of `base` (with whether that ran in this build):
+    /// reused from the snapshot store when its key is there (unless `--no-cache` or
+    /// `--no-cache-filter` says otherwise), computed by `run` otherwise. `record` gives the
+    /// inputs behind the key: a step that runs says how they differ from its record's (the
+    /// cache-miss reason) and leaves them as its new record; a cached step only rewrites its
+    /// record when that was made for another key.
+    #[allow(clippy::too_many_arguments)]
     fn layer_step(
         &self,
         id: OpId,
         node: &OpNode,
         key: CacheKey,
-        base: &Output,
+        (base, parent_ran): (&Output, bool),
+        record: impl FnOnce() -> StepRecord,
         ctx: &StepContext,
         run: impl FnOnce(&[Layer], &SnapshotId) -> Result<(), Failure>,
     ) -> Result<Step, Failure> {
@@ -517,13 +646,41 @@ impl GraphJob {
         };
         let sid = SnapshotId(key.hex());
         let name = node.meta.name.clone();
-        let outcome = if !self.no_cache && self.worker.snapshots.exists(&sid) {
+        let records = &self.worker.records;
+        let identity = self.identities.get(&id);
+        let disabled = self.cache_disabled(node);
+        let outcome = if disabled.is_none() && self.worker.snapshots.exists(&sid) {
             ctx.emit(Event::Cached { op: id, name });
+            if let Some(identity) = identity {
+                if !records.key_matches(identity, &key.hex()) {
+                    let _ = records.store(identity, &record());
+                }
+            }
             Outcome::Cached
         } else {
-            ctx.emit(Event::Started { op: id, name });
+            let new = identity.map(|identity| (identity, record()));
+            let cache_miss = match (&new, disabled) {
+                (_, Some(disabled)) => Some(disabled),
+                (Some((identity, new)), None) => {
+                    let old = records.load::<StepRecord>(identity);
+                    let cx = explain::Context {
+                        build_args: &node.meta.build_args,
+                        parent_ran,
+                    };
+                    Some(explain::explain(old.as_ref(), new, &cx))
+                }
+                (None, None) => None,
+            };
+            ctx.emit(Event::Started {
+                op: id,
+                name,
+                cache_miss,
+            });
             let start = Instant::now();
             run(base, &sid)?;
+            if let Some((identity, new)) = &new {
+                let _ = records.store(identity, new);
+            }
             ctx.emit(Event::Done {
                 op: id,
                 elapsed: start.elapsed(),
@@ -996,28 +1153,36 @@ fn file_key(base: OpId, actions: &[FileAction], keys: &HashMap<OpId, CacheKey>) 
     b.finish()
 }
 
+/// The entries a copy action selected from a local directory (`None` for other actions).
+type Selected = Option<Vec<SelectedEntry>>;
+
 /// A file op's cache key: as [`file_key`], except that a copy from a local directory counts
 /// the digest of exactly the files it selects (content, type, mode, links, relative paths)
 /// rather than the whole directory's key, so editing a file a COPY doesn't read (the
 /// Dockerfile itself, say) keeps that COPY cached, on any machine and checkout path.
+/// Also returns, per action, the entries a copy from a local directory selected (to explain
+/// a cache miss).
 fn copy_aware_file_key(
     base: OpId,
     actions: &[FileAction],
     keys: &HashMap<OpId, CacheKey>,
     outputs: &HashMap<OpId, Output>,
-) -> Result<CacheKey, String> {
+) -> Result<(CacheKey, Vec<Selected>), String> {
     let mut b = KeyBuilder::new("file");
     b.key(&keys[&base]);
+    let mut selections = Vec::with_capacity(actions.len());
     for action in actions {
         let mut action = action.clone();
+        let mut selected = None;
         if let FileAction::Copy(c) = &mut action {
             match &outputs[&c.source] {
                 Output::Local { root, ignore, stat } => {
                     let src = SourceFs::local(root.clone(), "the build context", ignore.clone());
-                    let digest =
-                        copy_selection_digest(c, &src, Some(stat)).map_err(|e| e.to_string())?;
+                    let selection =
+                        copy_selection(c, &src, Some(stat)).map_err(|e| e.to_string())?;
                     let _ = stat.save();
-                    b.str("selection").key(&digest);
+                    b.str("selection").key(&selection.key);
+                    selected = Some(selection.entries);
                 }
                 Output::Layers(_) => {
                     b.key(&keys[&c.source]);
@@ -1026,8 +1191,9 @@ fn copy_aware_file_key(
             c.source = 0;
         }
         b.str(&serde_json::to_string(&action).expect("actions serialise"));
+        selections.push(selected);
     }
-    Ok(b.finish())
+    Ok((b.finish(), selections))
 }
 
 /// A merge's key: its inputs' keys, in order.
