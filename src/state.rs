@@ -32,6 +32,8 @@ impl State {
         // Alone on this root: what is in the temporary area was left by a crash.
         let lock = match Flock::lock(open_lock()?, FlockArg::LockExclusiveNonblock) {
             Ok(exclusive) => {
+                kiln_solver::executor::clean_up_after_crash(&root.join("executor"))
+                    .context("clearing what a crashed build left in the executor's state")?;
                 snapshots.clear_tmp()?;
                 content.clear_ingest()?;
                 drop(exclusive);

@@ -146,6 +146,47 @@ pub trait Executor: Send + Sync {
     ) -> Result<i32, ExecError>;
 }
 
+/// Clears what executors of a kiln process that died (kill -9, power loss) left under
+/// `state_dir` (the directory given to [`executor_for`]): containers still running under runc
+/// or crun are killed and deleted, and per-run directories removed. Only safe when no other
+/// kiln process uses this state directory.
+pub fn clean_up_after_crash(state_dir: &Path) -> std::io::Result<()> {
+    for runtime in ["runc", "crun"] {
+        let runtime_root = state_dir.join(runtime).join("state");
+        if !runtime_root.is_dir() {
+            continue;
+        }
+        if let Some(binary) = find_in_path(runtime) {
+            let list = std::process::Command::new(&binary)
+                .arg("--root")
+                .arg(&runtime_root)
+                .args(["list", "-q"])
+                .output()?;
+            for id in String::from_utf8_lossy(&list.stdout)
+                .lines()
+                .filter(|l| !l.is_empty())
+            {
+                let _ = std::process::Command::new(&binary)
+                    .arg("--root")
+                    .arg(&runtime_root)
+                    .args(["delete", "--force", id])
+                    .output();
+            }
+        }
+    }
+    for runtime in ["builtin", "runc", "crun"] {
+        let Ok(entries) = std::fs::read_dir(state_dir.join(runtime)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("run-") {
+                std::fs::remove_dir_all(entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The executor called `name` (`builtin`, `runc` or `crun`), keeping its state under `state_dir`.
 pub fn executor_for(name: &str, state_dir: &Path) -> Result<Box<dyn Executor>, ExecError> {
     let state = state_dir.join(name);
