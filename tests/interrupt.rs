@@ -3,23 +3,11 @@
 
 mod common;
 
+use common::procs::processes_with;
 use common::registry::Registry;
 use common::Sandbox;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(marker) && !cmdline.contains("cargo") {
-                found.push(cmdline);
-            }
-        }
-    }
-    found
-}
 
 #[test]
 fn ctrl_c_during_run_leaves_nothing_behind() {

@@ -4,22 +4,10 @@
 
 mod common;
 
+use common::procs::processes_with;
 use common::registry::Registry;
 use common::{read_json, Run, Sandbox};
 use std::time::{Duration, Instant};
-
-fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(marker) && !cmdline.contains("cargo") {
-                found.push(cmdline);
-            }
-        }
-    }
-    found
-}
 
 /// Asserts that a build on `sb` left no mount under its root and nothing in its tmp/.
 #[track_caller]

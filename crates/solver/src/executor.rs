@@ -146,6 +146,31 @@ pub trait Executor: Send + Sync {
     ) -> Result<i32, ExecError>;
 }
 
+/// Paths both executors hide from a step, as containerd's defaults (which BuildKit uses) do.
+/// containerd's default masked paths: hidden behind /dev/null or an empty read-only tmpfs.
+pub(crate) const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// containerd's default read-only paths.
+pub(crate) const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 /// Clears what executors of a kiln process that died (kill -9, power loss) left under
 /// `state_dir` (the directory given to [`executor_for`]): containers still running under runc
 /// or crun are killed and deleted, and per-run directories removed. Only safe when no other

@@ -63,30 +63,6 @@ const DEFAULT_CAPS: &[u32] = &[
     31, // CAP_SETFCAP
 ];
 
-/// containerd's default masked paths: hidden behind /dev/null or an empty read-only tmpfs.
-const MASKED_PATHS: &[&str] = &[
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-/// containerd's default read-only paths.
-const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
 /// Runs processes with kiln's own namespace code.
 pub struct BuiltinExecutor {
     helper: PathBuf,
@@ -624,7 +600,7 @@ fn remount_readonly(root: &RootDir, target: &str) -> Result<(), String> {
 
 fn mask_paths(root: &RootDir) -> Result<(), String> {
     let none = None::<&str>;
-    for path in READONLY_PATHS {
+    for path in super::READONLY_PATHS {
         let Ok(fd) = root.open_path(path) else {
             continue;
         };
@@ -641,7 +617,7 @@ fn mask_paths(root: &RootDir) -> Result<(), String> {
     let null = root
         .open_path("/dev/null")
         .map_err(|e| format!("opening /dev/null: {e}"))?;
-    for path in MASKED_PATHS {
+    for path in super::MASKED_PATHS {
         let Ok(fd) = root.open_path(path) else {
             continue;
         };

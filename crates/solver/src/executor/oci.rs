@@ -308,26 +308,8 @@ fn runtime_spec(spec: &ExecSpec, prepared: &Prepared) -> Result<Spec, ExecError>
     let linux = LinuxBuilder::default()
         .resources(resources)
         .namespaces(namespaces)
-        .masked_paths(strings(&[
-            "/proc/acpi",
-            "/proc/asound",
-            "/proc/kcore",
-            "/proc/keys",
-            "/proc/latency_stats",
-            "/proc/timer_list",
-            "/proc/timer_stats",
-            "/proc/sched_debug",
-            "/proc/scsi",
-            "/sys/firmware",
-            "/sys/devices/virtual/powercap",
-        ]))
-        .readonly_paths(strings(&[
-            "/proc/bus",
-            "/proc/fs",
-            "/proc/irq",
-            "/proc/sys",
-            "/proc/sysrq-trigger",
-        ]))
+        .masked_paths(strings(super::MASKED_PATHS))
+        .readonly_paths(strings(super::READONLY_PATHS))
         .build()
         .map_err(spec_error)?;
 
