@@ -143,7 +143,13 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
                     diff_id: blob.diff_id.clone(),
                     empty: false,
                 }),
-                None => kiln_exporter::write_layer(&state.content, &l.diff, &layer_opts),
+                // A committed snapshot never changes: its layer blob is made once.
+                None => kiln_exporter::write_layer_memo(
+                    &state.content,
+                    &l.diff,
+                    &layer_opts,
+                    l.diff.parent().unwrap_or(&l.diff),
+                ),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let image_opts = ImageOptions {

@@ -35,7 +35,7 @@ impl Default for LayerOptions {
 }
 
 /// A layer blob in the content store.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Layer {
     /// The compressed blob.
     pub descriptor: Descriptor,
@@ -74,6 +74,38 @@ pub fn write_layer(
         diff_id,
         empty: entries == 0,
     })
+}
+
+/// [`write_layer`] for a diff that never changes once written (a committed snapshot): the
+/// result is remembered in `memo_dir`, per set of options, and reused while its blob is in
+/// the store, so a cached step's layer is tarred and compressed once, not on every export.
+pub fn write_layer_memo(
+    store: &ContentStore,
+    diff_dir: &Path,
+    opts: &LayerOptions,
+    memo_dir: &Path,
+) -> Result<Layer, Error> {
+    let options = Digest::of(format!("{opts:?}").as_bytes());
+    let memo = memo_dir.join(format!("layer-{}.json", &options.hex()[..16]));
+    if let Some(layer) = std::fs::read(&memo)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Layer>(&bytes).ok())
+        .filter(|layer| store.contains(&layer.descriptor.digest))
+    {
+        return Ok(layer);
+    }
+    let layer = write_layer(store, diff_dir, opts)?;
+    // A memo that can't be written only costs the next export a re-tar.
+    let _ = write_memo(&memo, &layer);
+    Ok(layer)
+}
+
+fn write_memo(memo: &Path, layer: &Layer) -> std::io::Result<()> {
+    let dir = memo.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &serde_json::to_vec(layer)?)?;
+    tmp.persist(memo).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -490,5 +522,41 @@ mod tests {
             .unwrap()
             .next()
             .is_none());
+    }
+
+    #[test]
+    fn memo_reuses_a_layer_while_its_blob_is_stored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(&tmp.path().join("content")).unwrap();
+        let snap = tmp.path().join("snap");
+        let diff = snap.join("diff");
+        std::fs::create_dir_all(&diff).unwrap();
+        std::fs::write(diff.join("f"), "x").unwrap();
+        let opts = LayerOptions::default();
+        let first = write_layer_memo(&store, &diff, &opts, &snap).unwrap();
+        // Once remembered, the diff isn't read again: change it behind the memo's back.
+        std::fs::write(diff.join("f"), "changed").unwrap();
+        assert_eq!(
+            write_layer_memo(&store, &diff, &opts, &snap).unwrap(),
+            first
+        );
+        // Other options are another memo; a memo whose blob left the store is redone.
+        let zstd = LayerOptions {
+            compression: Compression::Zstd { level: 3 },
+            ..LayerOptions::default()
+        };
+        assert_ne!(
+            write_layer_memo(&store, &diff, &zstd, &snap)
+                .unwrap()
+                .descriptor,
+            first.descriptor
+        );
+        std::fs::remove_file(store.blob_path(&first.descriptor.digest)).unwrap();
+        let redone = write_layer_memo(&store, &diff, &opts, &snap).unwrap();
+        assert_ne!(
+            redone.diff_id, first.diff_id,
+            "re-tarred from the (changed) diff"
+        );
+        assert!(store.contains(&redone.descriptor.digest));
     }
 }

@@ -23,7 +23,7 @@ pub use compression::Compression;
 pub use error::Error;
 pub use exporter::{ExportInput, ExportResult, Exporter, InputKind, OciDest, OciExporter};
 pub use image::{write_image, Image, ImageOptions};
-pub use layer::{write_layer, Layer, LayerOptions};
+pub use layer::{write_layer, write_layer_memo, Layer, LayerOptions};
 pub use oci_layout::{write_oci_layout, write_oci_layout_to};
 pub use timestamp::rfc3339_utc;
 pub use whiteout::{OPAQUE_MARKER, WHITEOUT_PREFIX};
