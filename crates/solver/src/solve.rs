@@ -1140,17 +1140,32 @@ impl LineSplitter {
 
 /// A file op's key: its base's key and its actions, with each copy source named by its key.
 fn file_key(base: OpId, actions: &[FileAction], keys: &HashMap<OpId, CacheKey>) -> CacheKey {
+    let key_source = |_: usize, c: &CopyAction, b: &mut KeyBuilder| {
+        b.key(&keys[&c.source]);
+        Ok::<(), String>(())
+    };
+    file_key_with(base, actions, keys, key_source).expect("naming sources by key can't fail")
+}
+
+/// The walk both file-op keys share: the base's key, then each action, with each copy's
+/// source named by `key_source(action index, copy, builder)` and its op id left out.
+fn file_key_with(
+    base: OpId,
+    actions: &[FileAction],
+    keys: &HashMap<OpId, CacheKey>,
+    mut key_source: impl FnMut(usize, &CopyAction, &mut KeyBuilder) -> Result<(), String>,
+) -> Result<CacheKey, String> {
     let mut b = KeyBuilder::new("file");
     b.key(&keys[&base]);
-    for action in actions {
+    for (index, action) in actions.iter().enumerate() {
         let mut action = action.clone();
         if let FileAction::Copy(c) = &mut action {
-            b.key(&keys[&c.source]);
+            key_source(index, c, &mut b)?;
             c.source = 0;
         }
         b.str(&serde_json::to_string(&action).expect("actions serialise"));
     }
-    b.finish()
+    Ok(b.finish())
 }
 
 /// The entries a copy action selected from a local directory (`None` for other actions).
@@ -1168,32 +1183,23 @@ fn copy_aware_file_key(
     keys: &HashMap<OpId, CacheKey>,
     outputs: &HashMap<OpId, Output>,
 ) -> Result<(CacheKey, Vec<Selected>), String> {
-    let mut b = KeyBuilder::new("file");
-    b.key(&keys[&base]);
-    let mut selections = Vec::with_capacity(actions.len());
-    for action in actions {
-        let mut action = action.clone();
-        let mut selected = None;
-        if let FileAction::Copy(c) = &mut action {
-            match &outputs[&c.source] {
-                Output::Local { root, ignore, stat } => {
-                    let src = SourceFs::local(root.clone(), "the build context", ignore.clone());
-                    let selection =
-                        copy_selection(c, &src, Some(stat)).map_err(|e| e.to_string())?;
-                    let _ = stat.save();
-                    b.str("selection").key(&selection.key);
-                    selected = Some(selection.entries);
-                }
-                Output::Layers(_) => {
-                    b.key(&keys[&c.source]);
-                }
+    let mut selections: Vec<Selected> = actions.iter().map(|_| None).collect();
+    let key = file_key_with(base, actions, keys, |index, c, b| {
+        match &outputs[&c.source] {
+            Output::Local { root, ignore, stat } => {
+                let src = SourceFs::local(root.clone(), "the build context", ignore.clone());
+                let selection = copy_selection(c, &src, Some(stat)).map_err(|e| e.to_string())?;
+                let _ = stat.save();
+                b.str("selection").key(&selection.key);
+                selections[index] = Some(selection.entries);
             }
-            c.source = 0;
+            Output::Layers(_) => {
+                b.key(&keys[&c.source]);
+            }
         }
-        b.str(&serde_json::to_string(&action).expect("actions serialise"));
-        selections.push(selected);
-    }
-    Ok((b.finish(), selections))
+        Ok(())
+    })?;
+    Ok((key, selections))
 }
 
 /// A merge's key: its inputs' keys, in order.
