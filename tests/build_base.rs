@@ -33,18 +33,8 @@ fn from_registry_image_by_tag_and_digest_reuses_base_layers() {
     let config = sb.config("out");
     assert_eq!(config["config"]["Cmd"], serde_json::json!(["/bin/sh"]));
     let base_layout = common::registry::busybox_layout();
-    let base_index = read_json(&base_layout.join("index.json"));
-    let base_manifest = read_json(&blob(
-        &base_layout,
-        base_index["manifests"][0]["digest"].as_str().unwrap(),
-    ));
-    let out = sb.path("out");
-    let manifest = read_json(&blob(
-        &out,
-        read_json(&out.join("index.json"))["manifests"][0]["digest"]
-            .as_str()
-            .unwrap(),
-    ));
+    let base_manifest = common::manifest(&base_layout);
+    let manifest = common::manifest(&sb.path("out"));
     assert_eq!(
         manifest["layers"][0]["digest"],
         base_manifest["layers"][0]["digest"]

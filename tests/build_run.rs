@@ -5,7 +5,7 @@
 mod common;
 
 use common::registry::Registry;
-use common::{blob, read_json, Run, Sandbox};
+use common::{blob, Run, Sandbox};
 use std::fs;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -67,16 +67,13 @@ fn read(rootfs: &Path, rel: &str) -> String {
 
 /// The manifest digest of the single image of an OCI layout.
 fn image_digest(sb: &Sandbox, layout: &str) -> String {
-    read_json(&sb.path(layout).join("index.json"))["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    common::manifest_digest(&sb.path(layout))
 }
 
 /// The paths in the layer tars of an OCI layout, one list per layer.
 fn layer_entries(sb: &Sandbox, layout: &str) -> Vec<Vec<String>> {
     let dir = sb.path(layout);
-    let manifest = read_json(&blob(&dir, &image_digest(sb, layout)));
+    let manifest = common::manifest(&dir);
     manifest["layers"]
         .as_array()
         .unwrap()

@@ -6,7 +6,7 @@ mod common;
 
 use common::procs::processes_with;
 use common::registry::Registry;
-use common::{read_json, Run, Sandbox};
+use common::{Run, Sandbox};
 use std::time::{Duration, Instant};
 
 /// Asserts that a build on `sb` left no mount under its root and nothing in its tmp/.
@@ -21,10 +21,7 @@ fn assert_clean(sb: &Sandbox) {
 
 /// The manifest digest of the OCI layout `out`.
 fn manifest_digest(sb: &Sandbox, out: &str) -> String {
-    read_json(&sb.path(out).join("index.json"))["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    common::manifest_digest(&sb.path(out))
 }
 
 fn timed(f: impl FnOnce() -> Run) -> (Run, Duration) {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{blob, read_json, Run, Sandbox};
+use common::{Run, Sandbox};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
@@ -27,16 +27,11 @@ fn build(sb: &Sandbox, mode: &str, out: &str) -> Run {
 /// The manifest digest and the image ID (config digest) of an OCI layout.
 fn digests(sb: &Sandbox, layout: &str) -> (String, String) {
     let dir = sb.path(layout);
-    let index = read_json(&dir.join("index.json"));
-    let manifest = index["manifests"][0]["digest"]
+    let config = common::manifest(&dir)["config"]["digest"]
         .as_str()
         .unwrap()
         .to_string();
-    let config = read_json(&blob(&dir, &manifest))["config"]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (manifest, config)
+    (common::manifest_digest(&dir), config)
 }
 
 /// The step number of the header line `#N <name>`.

@@ -6,8 +6,8 @@
 mod common;
 
 use common::procs::{
-    entries, image_digest, mounts_under, processes_with, random_bytes, sigkill, spawn_kiln,
-    unmount_under, wait_until,
+    entries, mounts_under, processes_with, random_bytes, sigkill, spawn_kiln, unmount_under,
+    wait_until,
 };
 use common::registry::Registry;
 use common::Sandbox;
@@ -218,8 +218,8 @@ fn two_processes_build_at_once_on_one_root() {
         let missed = steps_not_cached(&log);
         assert!(missed.is_empty(), "{who}: not cached: {missed:?}\n{log}");
         assert_eq!(
-            image_digest(&sb.path(&format!("{who}-again"))),
-            image_digest(&sb.path(&last)),
+            common::manifest_digest(&sb.path(&format!("{who}-again"))),
+            common::manifest_digest(&sb.path(&last)),
             "{who}: the cached build gives the same image"
         );
     }
@@ -295,7 +295,7 @@ fn kill_then_rebuild(
     unmount_under(&sb.root());
     rebuilt.ok();
     assert_eq!(
-        image_digest(&sb.path("rebuilt")),
+        common::manifest_digest(&sb.path("rebuilt")),
         reference,
         "{what}: the rebuild gives the uninterrupted build's image\nkilled build's log:\n{log}\nrebuild's log:\n{}",
         rebuilt.stderr()
@@ -327,9 +327,9 @@ fn reference_build(setup: &dyn Fn(&Sandbox), extra: &[&str]) -> (String, Duratio
     let again = Sandbox::new();
     setup(&again);
     kiln_build(&again, &again.ctx(), "reference", extra).ok();
-    let digest = image_digest(&sb.path("reference"));
+    let digest = common::manifest_digest(&sb.path("reference"));
     assert_eq!(
-        image_digest(&again.path("reference")),
+        common::manifest_digest(&again.path("reference")),
         digest,
         "the build is reproducible"
     );
@@ -538,5 +538,8 @@ fn changed_build_arg_reruns_only_steps_after_its_declaration() {
     let log = run("1", "o3");
     let missed = steps_not_cached(&log);
     assert!(missed.is_empty(), "not cached: {missed:?}\n{log}");
-    assert_eq!(image_digest(&sb.path("o3")), image_digest(&sb.path("o1")));
+    assert_eq!(
+        common::manifest_digest(&sb.path("o3")),
+        common::manifest_digest(&sb.path("o1"))
+    );
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::registry::{busybox_layout, Registry};
-use common::{blob, read_json, Sandbox};
+use common::Sandbox;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
@@ -172,16 +172,9 @@ fn oci_layout_context_by_tag_and_digest() {
     let config = sb.config("out");
     assert_eq!(config["config"]["Cmd"], serde_json::json!(["/bin/sh"]));
     // The base layer is the layout's blob, byte for byte.
-    let base_index = read_json(&layout.join("index.json"));
-    let base_digest = base_index["manifests"][0]["digest"].as_str().unwrap();
-    let base_manifest = read_json(&blob(&layout, base_digest));
-    let out = sb.path("out");
-    let manifest = read_json(&blob(
-        &out,
-        read_json(&out.join("index.json"))["manifests"][0]["digest"]
-            .as_str()
-            .unwrap(),
-    ));
+    let base_digest = common::manifest_digest(&layout);
+    let base_manifest = common::manifest(&layout);
+    let manifest = common::manifest(&sb.path("out"));
     assert_eq!(
         manifest["layers"][0]["digest"],
         base_manifest["layers"][0]["digest"]

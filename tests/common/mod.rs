@@ -114,13 +114,24 @@ impl Sandbox {
     /// The image config of the single manifest of an OCI layout.
     pub fn config(&self, layout: &str) -> serde_json::Value {
         let dir = self.path(layout);
-        let index: serde_json::Value = read_json(&dir.join("index.json"));
-        let manifest: serde_json::Value = read_json(&blob(
+        read_json(&blob(
             &dir,
-            index["manifests"][0]["digest"].as_str().unwrap(),
-        ));
-        read_json(&blob(&dir, manifest["config"]["digest"].as_str().unwrap()))
+            manifest(&dir)["config"]["digest"].as_str().unwrap(),
+        ))
     }
+}
+
+/// The manifest digest of the single image of an OCI layout.
+pub fn manifest_digest(layout: &Path) -> String {
+    read_json(&layout.join("index.json"))["manifests"][0]["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no manifest in {}", layout.display()))
+        .to_string()
+}
+
+/// The manifest of the single image of an OCI layout.
+pub fn manifest(layout: &Path) -> serde_json::Value {
+    read_json(&blob(layout, &manifest_digest(layout)))
 }
 
 pub fn blob(layout: &Path, digest: &str) -> PathBuf {

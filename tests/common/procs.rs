@@ -91,15 +91,6 @@ pub fn unmount_under(dir: &Path) {
     }
 }
 
-/// The manifest digest of the single image of an OCI layout.
-pub fn image_digest(layout: &Path) -> String {
-    let index = super::read_json(&layout.join("index.json"));
-    index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no manifest in {}", layout.display()))
-        .to_string()
-}
-
 /// `len` pseudo-random (incompressible) bytes, the same for the same seed.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;
