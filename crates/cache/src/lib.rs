@@ -4,13 +4,18 @@
 //! result). It knows nothing of Dockerfiles or of how results are computed.
 
 pub mod content;
+pub mod images;
 pub mod records;
 pub mod snapshot;
 pub mod statcache;
 pub mod unpack;
 
 pub use content::{BlobWriter, ContentError, ContentStore};
+pub use images::{ImageStore, ImageStoreError, StoredImage};
 pub use records::RecordStore;
-pub use snapshot::{Mounted, Prepared, SnapshotError, SnapshotId, SnapshotStore, SnapshotterMode};
+pub use snapshot::{
+    materialise_layers, Mounted, Prepared, SnapshotError, SnapshotId, SnapshotStore,
+    SnapshotterMode,
+};
 pub use statcache::{StatCache, StatCacheStats, StatFields};
 pub use unpack::{unpack_layer, unpack_to_snapshot, UnpackError, Unpacked};

@@ -22,6 +22,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// Copies the merged view of `layers` (bottom first, overlay upperdirs) into the existing
+/// directory `target`: whiteouts delete, opaque directories hide what is below, and ownership,
+/// modes, xattrs, times and hard links within a layer are kept. `type=local` outputs use it.
+pub fn materialise_layers(layers: &[PathBuf], target: &Path) -> io::Result<()> {
+    merge::materialise(layers, target, None)
+}
+
 /// Environment variable that picks the snapshotter: `overlay` or `copy` (default: overlay
 /// where it mounts, else copy).
 pub const SNAPSHOTTER_ENV: &str = "KILN_SNAPSHOTTER";
