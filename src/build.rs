@@ -156,6 +156,8 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
             epoch,
             oci_media_types: true,
             platform: platform.clone(),
+            manifest_annotations: BTreeMap::new(),
+            descriptor_annotations: BTreeMap::new(),
         };
         Ok(kiln_exporter::write_image(
             &state.content,

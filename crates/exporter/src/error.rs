@@ -24,8 +24,10 @@ pub enum Error {
     Archive { path: PathBuf, source: io::Error },
     #[error("the image history has {history} entries that create a layer, but {layers} layers were given")]
     HistoryMismatch { history: usize, layers: usize },
-    #[error("{} exists and is not a directory, so the OCI layout cannot be written there", path.display())]
+    #[error("{} exists and is not a directory, so the output directory cannot be written there", path.display())]
     NotADirectory { path: PathBuf },
+    #[error("{} is a directory, so the output file cannot be written there", path.display())]
+    IsADirectory { path: PathBuf },
     #[error("the {exporter} exporter needs {needs}, but was given {given}")]
     WrongInput {
         exporter: &'static str,

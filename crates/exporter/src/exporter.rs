@@ -5,7 +5,7 @@
 //! layer blobs at all. An exporter says which it wants ([`Exporter::input`]) so the caller
 //! builds only that, then calls [`Exporter::export`].
 
-use crate::{oci_layout, Error, Image};
+use crate::{oci_layout, rootfs, Error, Image};
 use kiln_cache::ContentStore;
 use kiln_oci::{Descriptor, Digest};
 use std::path::{Path, PathBuf};
@@ -111,6 +111,75 @@ impl Exporter for OciExporter {
             config_digest: Some(image.manifest.config.digest.clone()),
             image_name: self.image_name.clone(),
         })
+    }
+}
+
+/// `type=docker`: a docker-archive file (`-` for stdout) named by `repo_tags`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DockerExporter {
+    pub dest: PathBuf,
+    /// `app:1`-style names for `manifest.json`'s `RepoTags`.
+    pub repo_tags: Vec<String>,
+}
+
+impl Exporter for DockerExporter {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn input(&self) -> InputKind {
+        InputKind::Image
+    }
+
+    fn export(&self, store: &ContentStore, input: ExportInput<'_>) -> Result<ExportResult, Error> {
+        let ExportInput::Image(image) = input else {
+            return Err(wrong_input(self, input));
+        };
+        oci_layout::write_docker_archive(store, image, &self.dest, &self.repo_tags)?;
+        Ok(ExportResult {
+            manifest: Some(image.descriptor.clone()),
+            config_digest: Some(image.manifest.config.digest.clone()),
+            image_name: self.repo_tags.first().cloned(),
+        })
+    }
+}
+
+/// `type=local` (a directory) and `type=tar` (one tar file, `-` for stdout): the root
+/// filesystem of the result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RootfsExporter {
+    Local {
+        dest: PathBuf,
+    },
+    Tar {
+        dest: PathBuf,
+        mtime_clamp: Option<i64>,
+    },
+}
+
+impl Exporter for RootfsExporter {
+    fn name(&self) -> &'static str {
+        match self {
+            RootfsExporter::Local { .. } => "local",
+            RootfsExporter::Tar { .. } => "tar",
+        }
+    }
+
+    fn input(&self) -> InputKind {
+        InputKind::Rootfs
+    }
+
+    fn export(&self, _: &ContentStore, input: ExportInput<'_>) -> Result<ExportResult, Error> {
+        let ExportInput::Rootfs(rootfs) = input else {
+            return Err(wrong_input(self, input));
+        };
+        match self {
+            RootfsExporter::Local { dest } => rootfs::write_rootfs_dir(rootfs, dest)?,
+            RootfsExporter::Tar { dest, mtime_clamp } => {
+                rootfs::write_rootfs_tar(rootfs, dest, *mtime_clamp)?
+            }
+        }
+        Ok(ExportResult::default())
     }
 }
 

@@ -4,6 +4,7 @@ use crate::timestamp;
 use crate::{Error, Layer};
 use kiln_cache::ContentStore;
 use kiln_oci::{media_types, Descriptor, HistoryEntry, ImageConfig, Manifest, Platform, RootFs};
+use std::collections::BTreeMap;
 
 /// How the image is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +15,11 @@ pub struct ImageOptions {
     pub oci_media_types: bool,
     /// The platform recorded on the manifest's descriptor.
     pub platform: Platform,
+    /// Annotations of the manifest (buildx's `--annotation manifest:K=V`).
+    pub manifest_annotations: BTreeMap<String, String>,
+    /// Annotations of the manifest's descriptor (`manifest-descriptor:K=V`), which an OCI
+    /// layout's `index.json` carries.
+    pub descriptor_annotations: BTreeMap<String, String>,
 }
 
 /// An image whose config, manifest and layer blobs are all in the content store.
@@ -68,16 +74,21 @@ pub fn write_image(
             .iter()
             .map(|l| layer_descriptor(&l.descriptor, opts.oci_media_types))
             .collect(),
-        annotations: None,
+        annotations: non_empty(&opts.manifest_annotations),
     };
     let (digest, size) = store.put(&manifest.to_json())?;
     let mut descriptor = Descriptor::new(manifest_type, digest, size);
     descriptor.platform = Some(opts.platform.clone());
+    descriptor.annotations = non_empty(&opts.descriptor_annotations);
     Ok(Image {
         descriptor,
         manifest,
         config,
     })
+}
+
+fn non_empty(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!map.is_empty()).then(|| map.clone())
 }
 
 /// Pairs layer-creating history entries with `layers` and drops the empty layers, marking
@@ -173,6 +184,8 @@ mod tests {
             epoch,
             oci_media_types: oci,
             platform: "linux/amd64".parse().unwrap(),
+            manifest_annotations: BTreeMap::new(),
+            descriptor_annotations: BTreeMap::new(),
         }
     }
 

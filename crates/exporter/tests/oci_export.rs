@@ -80,6 +80,8 @@ fn build_image(work: &Path, store: &ContentStore) -> Image {
         epoch: Some(EPOCH),
         oci_media_types: true,
         platform,
+        manifest_annotations: Default::default(),
+        descriptor_annotations: Default::default(),
     };
     write_image(store, &config, &layers, &opts).unwrap()
 }
