@@ -232,6 +232,33 @@ fn unquote(s: &str) -> (String, &str) {
     (value, "")
 }
 
+/// Token scopes (`repository:app:pull`) with the actions of each resource gathered into one
+/// (`repository:app:pull` and `repository:app:pull,push` become `repository:app:pull,push`),
+/// in the order they first appear.
+pub(crate) fn merge_scopes<'a>(scopes: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut merged: Vec<(&str, Vec<&str>)> = Vec::new();
+    for scope in scopes {
+        // `type:name:actions`; a name may hold a colon (a registry's port), actions do not.
+        let (resource, actions) = scope.rsplit_once(':').unwrap_or((scope, ""));
+        let at = match merged.iter().position(|(r, _)| *r == resource) {
+            Some(at) => at,
+            None => {
+                merged.push((resource, Vec::new()));
+                merged.len() - 1
+            }
+        };
+        for action in actions.split(',').filter(|a| !a.is_empty()) {
+            if !merged[at].1.contains(&action) {
+                merged[at].1.push(action);
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(resource, actions)| format!("{resource}:{}", actions.join(",")))
+        .collect()
+}
+
 /// A token server's answer; Docker's spec names the field `token`, OAuth2 `access_token`.
 #[derive(Deserialize)]
 pub(crate) struct TokenResponse {
@@ -342,6 +369,20 @@ mod tests {
         std::fs::write(&path, "{").unwrap();
         let msg = DockerConfig::load(&path).unwrap_err().to_string();
         assert!(msg.starts_with("could not read the Docker config"), "{msg}");
+    }
+
+    #[test]
+    fn scopes_of_one_repository_are_merged() {
+        assert_eq!(
+            merge_scopes([
+                "repository:app:pull",
+                "repository:app:pull,push",
+                "repository:base:pull",
+                "repository:app:delete",
+            ]),
+            ["repository:app:pull,push,delete", "repository:base:pull"]
+        );
+        assert_eq!(merge_scopes(["registry:catalog:*"]), ["registry:catalog:*"]);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The registry client: the distribution API's pull endpoints (`/v2/<name>/manifests/<ref>`,
 //! `/v2/<name>/blobs/<digest>`) over blocking HTTP, with the auth handshake done once per
-//! repository and remembered.
+//! repository and access (pull, or push) and remembered. The push side lives in `push.rs`
+//! and `upload.rs`, on the same handshake.
 //!
 //! Everything that comes from the network is checked against the digest it was asked for
 //! before anyone sees it: manifests and configs in memory, layers while they stream into the
 //! content store, which only names a blob once its digest is right.
 
-use crate::auth::{Challenge, DockerConfig, TokenResponse};
+use crate::auth::{merge_scopes, Challenge, DockerConfig, TokenResponse};
 use crate::{platform, Error, Reference};
 use kiln_cache::{ContentError, ContentStore};
 use kiln_oci::{media_types, Descriptor, Digest, ImageConfig, Index, Manifest, Platform};
@@ -31,7 +32,7 @@ const DOCKER_SCHEMA1: [&str; 2] = [
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 ];
 /// Manifests larger than this are refused (containerd's limit).
-const MANIFEST_LIMIT: u64 = 4 << 20;
+pub(crate) const MANIFEST_LIMIT: u64 = 4 << 20;
 /// Image configs larger than this are refused; real ones are kilobytes.
 const CONFIG_LIMIT: u64 = 32 << 20;
 /// Error bodies and token responses are read up to this size.
@@ -89,8 +90,10 @@ pub struct Client {
     insecure: Vec<String>,
     docker_config: DockerConfig,
     timeout: Duration,
-    /// `Authorization` values by (API host, repository), learned from challenges.
+    /// `Authorization` values by (API host, token scopes), learned from challenges.
     authorizations: Mutex<HashMap<(String, String), String>>,
+    /// Held while a challenge is answered.
+    answering: Mutex<()>,
 }
 
 /// A manifest or index as fetched, already checked against its digest.
@@ -101,7 +104,7 @@ struct FetchedManifest {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ManifestKind {
+pub(crate) enum ManifestKind {
     Index,
     Image,
 }
@@ -136,6 +139,7 @@ impl Client {
             docker_config,
             timeout: opts.timeout,
             authorizations: Mutex::new(HashMap::new()),
+            answering: Mutex::new(()),
         })
     }
 
@@ -302,44 +306,92 @@ impl Client {
     ) -> Result<Response<Body>, Error> {
         let host = r.api_host();
         let url = format!("{}://{host}/v2/{}/{path}", self.scheme(host), r.repository);
-        let key = (host.to_string(), r.repository.clone());
-        let known = self.authorizations.lock().unwrap().get(&key).cloned();
-        let resp = self.send_get(r, &url, accept, known.as_deref())?;
-        if resp.status() != StatusCode::UNAUTHORIZED {
-            return Ok(resp);
-        }
-        let authorization = self.authorize(r, &resp)?;
-        let resp = self.send_get(r, &url, accept, Some(&authorization))?;
+        let scopes = [format!("repository:{}:pull", r.repository)];
+        let resp = self
+            .call_authorized(r, &scopes, true, |authorization| {
+                let mut req = self.agent_for(host).get(&url);
+                if let Some(accept) = accept {
+                    req = req.header("Accept", accept);
+                }
+                if let Some(authorization) = authorization {
+                    req = req.header("Authorization", authorization);
+                }
+                req.call()
+            })
+            .map_err(|e| match e {
+                CallError::Transport(e) => self.transport_error(r, host, *e),
+                CallError::Auth(e) => *e,
+            })?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(self.unauthorized(r));
         }
-        self.authorizations
-            .lock()
-            .unwrap()
-            .insert(key, authorization);
         Ok(resp)
     }
 
-    fn send_get(
+    /// Sends the request `call` builds for the `Authorization` it is given (the one remembered
+    /// for the registry and `scopes`, if any). On a 401 it answers the challenge, asking a
+    /// token server for `scopes`, and, if the request is `replayable`, sends it once more;
+    /// a request whose body cannot be sent twice gets the 401 back, and the remembered
+    /// authorization is forgotten so that the next request starts afresh. The answer may
+    /// still be a 401; what that means is the caller's to say.
+    pub(crate) fn call_authorized(
         &self,
         r: &Reference,
-        url: &str,
-        accept: Option<&str>,
-        authorization: Option<&str>,
-    ) -> Result<Response<Body>, Error> {
-        let host = r.api_host();
-        let mut req = self.agent_for(host).get(url);
-        if let Some(accept) = accept {
-            req = req.header("Accept", accept);
+        scopes: &[String],
+        replayable: bool,
+        mut call: impl FnMut(Option<&str>) -> Result<Response<Body>, ureq::Error>,
+    ) -> Result<Response<Body>, CallError> {
+        let key = (r.api_host().to_string(), scopes.join(" "));
+        let known = self.authorizations.lock().unwrap().get(&key).cloned();
+        let resp = call(known.as_deref()).map_err(|e| CallError::Transport(Box::new(e)))?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
         }
-        if let Some(authorization) = authorization {
-            req = req.header("Authorization", authorization);
+        if !replayable {
+            self.forget_authorization(&key, known.as_deref());
+            return Ok(resp);
         }
-        req.call().map_err(|e| self.transport_error(r, host, e))
+        let authorization = {
+            // One challenge answered at a time: threads that met the same 401 take the
+            // token the first one got rather than each fetching their own.
+            let _answering = self.answering.lock().unwrap();
+            let now = self.authorizations.lock().unwrap().get(&key).cloned();
+            match now.filter(|now| Some(now) != known.as_ref()) {
+                Some(fresh) => fresh,
+                None => {
+                    let fresh = self
+                        .authorize(r, &resp, scopes)
+                        .map_err(|e| CallError::Auth(Box::new(e)))?;
+                    let mut authorizations = self.authorizations.lock().unwrap();
+                    authorizations.insert(key.clone(), fresh.clone());
+                    fresh
+                }
+            }
+        };
+        let resp = call(Some(&authorization)).map_err(|e| CallError::Transport(Box::new(e)))?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            self.forget_authorization(&key, Some(&authorization));
+        }
+        Ok(resp)
     }
 
-    /// The `Authorization` value that answers a 401's challenge.
-    fn authorize(&self, r: &Reference, resp: &Response<Body>) -> Result<String, Error> {
+    /// Forgets the authorization remembered for `key` if it is still `stale` (another thread
+    /// may have replaced it with a good one meanwhile).
+    fn forget_authorization(&self, key: &(String, String), stale: Option<&str>) {
+        let mut authorizations = self.authorizations.lock().unwrap();
+        if authorizations.get(key).map(String::as_str) == stale {
+            authorizations.remove(key);
+        }
+    }
+
+    /// The `Authorization` value that answers a 401's challenge; a token is asked for the
+    /// challenge's scope and `scopes` together.
+    fn authorize(
+        &self,
+        r: &Reference,
+        resp: &Response<Body>,
+        scopes: &[String],
+    ) -> Result<String, Error> {
         let challenge = resp
             .headers()
             .get_all("www-authenticate")
@@ -356,8 +408,9 @@ impl Client {
                 service,
                 scope,
             }) => {
-                let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", r.repository));
-                let token = self.fetch_token(r, &realm, service.as_deref(), &scope)?;
+                let challenged = scope.iter().flat_map(|s| s.split_whitespace());
+                let wanted = merge_scopes(challenged.chain(scopes.iter().map(String::as_str)));
+                let token = self.fetch_token(r, &realm, service.as_deref(), &wanted)?;
                 Ok(format!("Bearer {token}"))
             }
             None => Err(self.unauthorized(r)),
@@ -370,14 +423,16 @@ impl Client {
         r: &Reference,
         realm: &str,
         service: Option<&str>,
-        scope: &str,
+        scopes: &[String],
     ) -> Result<String, Error> {
         let realm_host = url_host(realm);
         let mut req = self.agent_for(realm_host).get(realm);
         if let Some(service) = service {
             req = req.query("service", service);
         }
-        req = req.query("scope", scope);
+        for scope in scopes {
+            req = req.query("scope", scope);
+        }
         if let Some(creds) = self.docker_config.credentials_for(&r.registry) {
             req = req.header("Authorization", creds.basic_header());
         }
@@ -465,6 +520,24 @@ impl Client {
             })
     }
 
+    /// Why pushing to `r` was refused by a registry that had our credentials, or wanted some.
+    pub(crate) fn unauthorized_to_push(&self, r: &Reference) -> Error {
+        let registry = &r.registry;
+        let path = self.docker_config.display_path();
+        let hint = if self.docker_config.credentials_for(registry).is_some() {
+            format!(
+                "check that the credentials for {registry} in {path} may push to {}",
+                r.repository
+            )
+        } else {
+            format!("pushing needs credentials and {path} has none for {registry} (run `docker login {registry}`)")
+        };
+        Error::Unauthorized {
+            reference: r.familiar(),
+            hint,
+        }
+    }
+
     fn unauthorized(&self, r: &Reference) -> Error {
         let registry = &r.registry;
         let path = self.docker_config.display_path();
@@ -482,7 +555,7 @@ impl Client {
         }
     }
 
-    fn transport_error(&self, r: &Reference, host: &str, e: ureq::Error) -> Error {
+    pub(crate) fn transport_error(&self, r: &Reference, host: &str, e: ureq::Error) -> Error {
         let connect = |reason: String| Error::Connect {
             reference: r.familiar(),
             host: host.to_string(),
@@ -514,7 +587,7 @@ impl Client {
     }
 
     /// Plain HTTP for loopback and insecure registries, HTTPS for the rest.
-    fn scheme(&self, host: &str) -> &'static str {
+    pub(crate) fn scheme(&self, host: &str) -> &'static str {
         let bare = strip_port(host);
         let insecure = self.insecure.iter().any(|h| h == host || h == bare);
         if insecure || is_loopback(host) {
@@ -524,7 +597,7 @@ impl Client {
         }
     }
 
-    fn agent_for(&self, host: &str) -> &Agent {
+    pub(crate) fn agent_for(&self, host: &str) -> &Agent {
         if is_loopback(host) {
             &self.direct
         } else {
@@ -552,14 +625,22 @@ fn strip_port(host: &str) -> &str {
     host.split(':').next().unwrap_or(host)
 }
 
+/// Why an authorized call failed before any answer came.
+pub(crate) enum CallError {
+    /// The request could not be sent or its answer not read.
+    Transport(Box<ureq::Error>),
+    /// Answering the auth challenge failed.
+    Auth(Box<Error>),
+}
+
 /// The `host[:port]` of an absolute URL.
-fn url_host(url: &str) -> &str {
+pub(crate) fn url_host(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     &rest[..end]
 }
 
-fn manifest_kind(r: &Reference, media_type: &str) -> Result<ManifestKind, Error> {
+pub(crate) fn manifest_kind(r: &Reference, media_type: &str) -> Result<ManifestKind, Error> {
     match media_type {
         media_types::OCI_INDEX | media_types::DOCKER_MANIFEST_LIST => Ok(ManifestKind::Index),
         media_types::OCI_MANIFEST | media_types::DOCKER_MANIFEST => Ok(ManifestKind::Image),
@@ -640,41 +721,91 @@ fn size_mismatch(r: &Reference, desc: &Descriptor, received: u64) -> Error {
 /// The messages of a distribution error body (`{"errors":[{"code":…,"message":…}]}`), or its
 /// text if it is short and not JSON.
 fn error_detail(resp: &mut Response<Body>) -> Option<String> {
+    read_errors(resp).summary(false)
+}
+
+/// What a registry said in an error body.
+pub(crate) enum RegistryErrors {
+    /// The distribution spec's `{"errors":[…]}`.
+    Listed(Vec<ErrorEntry>),
+    /// Something else: short plain text, or nothing worth showing.
+    Text(Option<String>),
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ErrorEntry {
+    #[serde(default)]
+    pub(crate) code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    detail: serde_json::Value,
+}
+
+impl RegistryErrors {
+    /// Whether the registry named `code` (e.g. `BLOB_UPLOAD_UNKNOWN`) among its errors.
+    pub(crate) fn has_code(&self, code: &str) -> bool {
+        matches!(self, RegistryErrors::Listed(entries) if entries.iter().any(|e| e.code == code))
+    }
+
+    /// The messages joined (with each error's `detail` too, if `with_detail`), or the text.
+    pub(crate) fn summary(&self, with_detail: bool) -> Option<String> {
+        let entries = match self {
+            RegistryErrors::Listed(entries) => entries,
+            RegistryErrors::Text(text) => return text.clone(),
+        };
+        let messages: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                let mut m = match e.message.is_empty() {
+                    true => e.code.to_ascii_lowercase().replace('_', " "),
+                    false => e.message.clone(),
+                };
+                let detail = match &e.detail {
+                    serde_json::Value::Null => String::new(),
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                if with_detail && !detail.is_empty() && detail != "{}" && detail != m {
+                    m = if m.is_empty() {
+                        detail
+                    } else {
+                        format!("{m}: {detail}")
+                    };
+                }
+                m
+            })
+            .filter(|m| !m.is_empty())
+            .collect();
+        (!messages.is_empty()).then(|| messages.join("; "))
+    }
+}
+
+/// Reads an error body (up to a small limit).
+pub(crate) fn read_errors(resp: &mut Response<Body>) -> RegistryErrors {
     #[derive(Deserialize)]
     struct Errors {
         errors: Vec<ErrorEntry>,
     }
-    #[derive(Deserialize)]
-    struct ErrorEntry {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
-    let body = resp
+    let Ok(body) = resp
         .body_mut()
         .with_config()
         .limit(SMALL_BODY_LIMIT)
         .read_to_vec()
-        .ok()?;
+    else {
+        return RegistryErrors::Text(None);
+    };
     if let Ok(parsed) = serde_json::from_slice::<Errors>(&body) {
-        let messages: Vec<String> = parsed
-            .errors
-            .into_iter()
-            .map(|e| match e.message.is_empty() {
-                true => e.code.to_ascii_lowercase().replace('_', " "),
-                false => e.message,
-            })
-            .filter(|m| !m.is_empty())
-            .collect();
-        return (!messages.is_empty()).then(|| messages.join("; "));
+        return RegistryErrors::Listed(parsed.errors);
     }
     let text = String::from_utf8_lossy(&body);
     let text = text.trim();
-    (!text.is_empty() && text.len() <= 200 && !text.starts_with('<')).then(|| text.to_string())
+    RegistryErrors::Text(
+        (!text.is_empty() && text.len() <= 200 && !text.starts_with('<')).then(|| text.to_string()),
+    )
 }
 
-fn reason(status: StatusCode) -> String {
+pub(crate) fn reason(status: StatusCode) -> String {
     status
         .canonical_reason()
         .unwrap_or("unexpected status")

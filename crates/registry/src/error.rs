@@ -44,6 +44,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// An established connection broke before the registry answered (e.g. mid-upload).
+    #[error("{reference}: the connection to {host} broke: {reason}")]
+    ConnectionLost {
+        reference: String,
+        host: String,
+        reason: String,
+    },
+
     /// Content did not hash to the digest it was asked for by.
     #[error("{reference}: digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch {
@@ -99,6 +107,37 @@ pub enum Error {
     Content {
         reference: String,
         source: kiln_cache::ContentError,
+    },
+
+    /// The registry refused part of a push: a blob, a manifest, or access to the repository.
+    #[error(
+        "{reference}: registry {registry} rejected {what} for repository {repository}: {detail}"
+    )]
+    PushRejected {
+        reference: String,
+        registry: String,
+        repository: String,
+        what: String,
+        detail: String,
+    },
+
+    /// A push kept failing with errors that usually pass (dropped connections, timeouts, 5xx,
+    /// 429) until kiln stopped trying.
+    #[error("{reference}: pushing {what} to {registry} failed {attempts} times, the last time with: {last}; what was pushed stays in the registry, so running the push again continues from there")]
+    PushGaveUp {
+        reference: String,
+        registry: String,
+        what: String,
+        attempts: u32,
+        last: String,
+    },
+
+    /// What was to be pushed is not in the content store as its descriptor says.
+    #[error("{reference}: cannot push {what}: {reason}")]
+    LocalContent {
+        reference: String,
+        what: String,
+        reason: String,
     },
 
     /// The Docker config file exists but cannot be used.
