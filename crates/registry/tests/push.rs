@@ -632,3 +632,42 @@ fn blob_missing_from_the_store_stops_the_push_before_any_manifest() {
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
 }
+
+#[test]
+fn docker_v2_manifest_pushes_with_its_own_media_type() {
+    let reg = Registry::start();
+    let (_dir, store) = store();
+    let (layer_bytes, diff_id) = fixture::gzip_layer(b"docker v2\n");
+    let layer = put(&store, media_types::DOCKER_LAYER_GZIP, &layer_bytes);
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
+    });
+    let config = put(
+        &store,
+        media_types::DOCKER_CONFIG,
+        &serde_json::to_vec(&config).unwrap(),
+    );
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media_types::DOCKER_MANIFEST.into()),
+        config,
+        layers: vec![layer],
+        annotations: None,
+    };
+    let manifest = put(&store, media_types::DOCKER_MANIFEST, &manifest.to_json());
+    let r = reference(&format!("{}/docker:v2", reg.host()));
+
+    let (result, _) = push(&client(), &store, &r, &manifest, &PushOptions::default());
+    assert_eq!(result.unwrap(), manifest.digest);
+    let resolved = client()
+        .resolve(&r, &"linux/amd64".parse().unwrap())
+        .unwrap();
+    assert_eq!(resolved.media_type, media_types::DOCKER_MANIFEST);
+    assert_eq!(resolved.manifest_digest, manifest.digest);
+    assert_eq!(
+        skopeo_digest(&format!("{}/docker:v2", reg.host()), &[]),
+        manifest.digest.to_string()
+    );
+}

@@ -377,17 +377,19 @@ fn push_asks_for_a_push_token_with_the_mount_source_and_reuses_it() {
     let tokens: Vec<usize> = (0..requests.len())
         .filter(|&i| requests[i].contains("/token?"))
         .collect();
-    // One token for the whole push, even though blobs go up in parallel; every request
-    // after it carries it.
+    // One token for the whole push, even though blobs go up in parallel. Only the workers'
+    // first HEADs, sent before it existed, went without it.
     assert_eq!(tokens.len(), 1, "{requests:#?}");
     assert_eq!(
         requests[tokens[0]],
         "GET /token?service=fake&scope=repository%3Aapp%3Apull%2Cpush&scope=repository%3Abase%3Apull"
     );
+    let without: Vec<&String> = requests
+        .iter()
+        .filter(|r| !r.contains("/token?") && !r.ends_with(" [token]"))
+        .collect();
     assert!(
-        requests[tokens[0] + 1..]
-            .iter()
-            .all(|r| r.ends_with(" [token]")),
+        !without.is_empty() && without.len() <= 2 && without.iter().all(|r| r.starts_with("HEAD ")),
         "{requests:#?}"
     );
     let mount = format!(
