@@ -3,13 +3,14 @@
 //! in the library crates.
 
 use crate::cli::{BuildArgs, GraphFormat};
+use crate::images;
 use crate::output::{self, Output};
 use crate::progress::{Progress, Summary};
 use crate::state::State;
 use anyhow::{anyhow, bail, Context, Result};
-use kiln_exporter::{Compression, ImageOptions, LayerOptions};
+use kiln_exporter::{ExportInput, Exporter, ImageOptions, LayerOptions};
 use kiln_frontend::{
-    convert::{self, BuildOptions, ImageResolver, NamedContext, ResolvedImage},
+    convert::{self, BuildOptions, NamedContext},
     parser, Error as FrontendError, SourceFile, Span,
 };
 use kiln_oci::Platform;
@@ -61,8 +62,9 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         })
         .context("setting up the registry client")?,
     );
-    let resolver = RegistryResolver {
+    let resolver = images::Resolver {
         client: registry.clone(),
+        content: kiln_cache::ContentStore::open(&root.join("content"))?,
     };
     let no_cache_filter = no_cache_stages(&df, &opts, &args.no_cache_filter)?;
     let plan = convert::plan(&df, &opts, &resolver).map_err(report)?;
@@ -74,13 +76,25 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         return Ok(());
     }
 
-    let outputs: Vec<Output> = args
-        .outputs
-        .iter()
-        .map(|o| output::parse(o))
-        .collect::<Result<_>>()?;
+    let mut annotations = output::Annotations::default();
+    for a in &args.annotations {
+        annotations.add_flag(a)?;
+    }
+    let outputs = output::outputs(
+        &args.outputs,
+        &args.tags,
+        args.push,
+        args.load,
+        &annotations,
+    )?;
+    let labels = parse_labels(&args.labels)?;
+    for spec in &outputs {
+        for name in &spec.names {
+            images::normalise(name)?;
+        }
+    }
     if outputs.is_empty() {
-        eprintln!("WARNING: no output specified: the build result will only remain in the build cache (use --output type=oci,dest=PATH)");
+        eprintln!("WARNING: no output specified: the build result will only remain in the build cache (use -t NAME, or --output type=oci,dest=PATH)");
     }
 
     let state = State::open(root)?;
@@ -89,7 +103,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     let solver = Solver::new(
         state.snapshots.clone(),
         state.content.clone(),
-        registry,
+        registry.clone(),
         executor,
     );
     let mut locals = HashMap::new();
@@ -124,97 +138,244 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         });
         return Ok(());
     }
-    let epoch = source_date_epoch(&opts)?;
-    let platform = opts.platform.clone().unwrap_or_else(Platform::host);
-    let image = progress.step("exporting layers", |_| {
-        let layer_opts = LayerOptions {
-            compression: Compression::default(),
-            epoch,
-            rewrite_timestamp: epoch.is_some(),
-            oci_media_types: true,
-        };
-        // Base image layers are reused byte for byte; the build's own are written.
-        let layers = solved
-            .layers
-            .iter()
-            .map(|l| match &l.blob {
-                Some(blob) => Ok(kiln_exporter::Layer {
-                    descriptor: blob.descriptor.clone(),
-                    diff_id: blob.diff_id.clone(),
-                    empty: false,
-                }),
-                // A committed snapshot never changes: its layer blob is made once.
-                None => kiln_exporter::write_layer_memo(
-                    &state.content,
-                    &l.diff,
-                    &layer_opts,
-                    l.diff.parent().unwrap_or(&l.diff),
+    let mut plan_image = plan.image.clone();
+    if !labels.is_empty() {
+        plan_image
+            .config
+            .labels
+            .get_or_insert_with(Default::default)
+            .extend(labels);
+    }
+    let mut maker = ImageMaker {
+        state: &state,
+        config: &plan_image,
+        layers: &solved.layers,
+        epoch: source_date_epoch(&opts)?,
+        platform: opts.platform.clone().unwrap_or_else(Platform::host),
+        made: Vec::new(),
+    };
+    let mut rootfs: Option<kiln_cache::Mounted> = None;
+    // The image the build's metadata describes: that of the first image output.
+    let mut main_image: Option<kiln_exporter::Image> = None;
+    for spec in &outputs {
+        if !spec.output.is_image() {
+            if rootfs.is_none() {
+                let diffs: Vec<PathBuf> = solved.layers.iter().map(|l| l.diff.clone()).collect();
+                rootfs = Some(state.snapshots.mount_ro(&diffs)?);
+            }
+            let path = rootfs.as_ref().expect("mounted").path();
+            let clamp = maker.epoch.filter(|_| spec.format.rewrite_timestamp);
+            let (exporter, what) = match &spec.output {
+                Output::Local { dest } => (
+                    kiln_exporter::RootfsExporter::Local { dest: dest.clone() },
+                    format!("copying files to {}", dest.display()),
                 ),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let image_opts = ImageOptions {
-            epoch,
-            oci_media_types: true,
-            platform: platform.clone(),
-            manifest_annotations: BTreeMap::new(),
-            descriptor_annotations: BTreeMap::new(),
-        };
-        Ok(kiln_exporter::write_image(
-            &state.content,
-            &plan.image,
-            &layers,
-            &image_opts,
-        )?)
-    })?;
-    let tag = args.tags.first().map(|t| Tag::parse(t)).transpose()?;
-    for out in &outputs {
-        match out {
-            Output::Oci { dest, tar } => progress.step(
-                &format!("exporting to oci image format at {}", dest.display()),
-                |log| {
-                    kiln_exporter::write_oci_layout(
-                        &state.content,
-                        &image,
-                        dest,
-                        *tar,
-                        tag.as_ref().map(|t| t.tag.as_str()),
-                        tag.as_ref().map(|t| t.full.as_str()),
-                    )?;
-                    log(&format!("manifest {}", image.descriptor.digest));
-                    Ok(())
-                },
-            )?,
+                Output::Tar { dest } => (
+                    kiln_exporter::RootfsExporter::Tar {
+                        dest: dest.clone(),
+                        mtime_clamp: clamp,
+                    },
+                    format!("sending tarball to {}", dest.display()),
+                ),
+                _ => unreachable!("image outputs are handled below"),
+            };
+            progress.step(&what, |_| {
+                exporter.export(&state.content, ExportInput::Rootfs(path))?;
+                Ok(())
+            })?;
+            continue;
         }
-    }
-    if let Some(path) = &args.iidfile {
-        write_file(path, image.manifest.config.digest.to_string().as_bytes())?;
-    }
-    if let Some(path) = &args.metadata_file {
-        let mut meta = serde_json::Map::new();
-        meta.insert(
-            "containerimage.digest".into(),
-            image.descriptor.digest.to_string().into(),
-        );
-        meta.insert(
-            "containerimage.config.digest".into(),
-            image.manifest.config.digest.to_string().into(),
-        );
-        meta.insert(
-            "containerimage.descriptor".into(),
-            serde_json::to_value(&image.descriptor)?,
-        );
-        if !args.tags.is_empty() {
-            meta.insert("image.name".into(), args.tags.join(",").into());
+        let image = maker.image(&spec.format, &progress)?;
+        let names: Vec<images::Name> = spec
+            .names
+            .iter()
+            .map(|n| images::normalise(n))
+            .collect::<Result<_>>()?;
+        let first = names.first();
+        match &spec.output {
+            Output::Oci { dest, tar } => {
+                let exporter = kiln_exporter::OciExporter {
+                    dest: if *tar {
+                        kiln_exporter::OciDest::Tar(dest.clone())
+                    } else {
+                        kiln_exporter::OciDest::Dir(dest.clone())
+                    },
+                    image_name: first.map(|n| n.full.clone()),
+                };
+                progress.step(
+                    &format!("exporting to oci image format at {}", dest.display()),
+                    |log| {
+                        exporter.export(&state.content, ExportInput::Image(&image))?;
+                        log(&format!("manifest {}", image.descriptor.digest));
+                        Ok(())
+                    },
+                )?;
+            }
+            Output::Docker { dest: Some(dest) } => {
+                let exporter = kiln_exporter::DockerExporter {
+                    dest: dest.clone(),
+                    repo_tags: names.iter().map(|n| n.familiar.clone()).collect(),
+                };
+                progress.step(
+                    &format!("exporting to docker image format at {}", dest.display()),
+                    |log| {
+                        exporter.export(&state.content, ExportInput::Image(&image))?;
+                        log(&format!("manifest {}", image.descriptor.digest));
+                        Ok(())
+                    },
+                )?;
+            }
+            Output::Docker { dest: None } => {
+                let tags: Vec<String> = names.iter().map(|n| n.familiar.clone()).collect();
+                progress.step("loading the image into the local engine", |log| {
+                    images::load(&state.content, &image, &tags, log)
+                })?;
+            }
+            Output::Image { push } => {
+                let store = kiln_cache::ImageStore::open(&state.content)?;
+                for name in &names {
+                    progress.step(&format!("naming to {}", name.full), |_| {
+                        store.tag(&name.full, &image.descriptor)?;
+                        Ok(())
+                    })?;
+                }
+                if *push {
+                    for name in &names {
+                        progress.step(&format!("pushing {}", name.full), |log| {
+                            images::push(&registry, &state.content, &image.descriptor, name, log)
+                        })?;
+                    }
+                }
+            }
+            Output::Local { .. } | Output::Tar { .. } => unreachable!("handled above"),
         }
-        write_file(path, &serde_json::to_vec_pretty(&meta)?)?;
+        main_image.get_or_insert(image);
+    }
+    drop(rootfs);
+    if main_image.is_none() && (args.iidfile.is_some() || args.metadata_file.is_some()) {
+        main_image = Some(maker.image(&output::default_image_format(&annotations), &progress)?);
+    }
+    if let Some(image) = &main_image {
+        if let Some(path) = &args.iidfile {
+            write_file(path, image.manifest.config.digest.to_string().as_bytes())?;
+        }
+        if let Some(path) = &args.metadata_file {
+            let mut meta = serde_json::Map::new();
+            meta.insert(
+                "containerimage.digest".into(),
+                image.descriptor.digest.to_string().into(),
+            );
+            meta.insert(
+                "containerimage.config.digest".into(),
+                image.manifest.config.digest.to_string().into(),
+            );
+            meta.insert(
+                "containerimage.descriptor".into(),
+                serde_json::to_value(&image.descriptor)?,
+            );
+            let names: Vec<String> = outputs
+                .iter()
+                .flat_map(|o| o.names.iter())
+                .map(|n| images::normalise(n).map(|n| n.full))
+                .collect::<Result<_>>()?;
+            if !names.is_empty() {
+                let mut unique = Vec::new();
+                for n in names {
+                    if !unique.contains(&n) {
+                        unique.push(n);
+                    }
+                }
+                meta.insert("image.name".into(), unique.join(",").into());
+            }
+            write_file(path, &serde_json::to_vec_pretty(&meta)?)?;
+        }
     }
     progress.finish(Summary {
         ran: solved.ran,
         cached: solved.cached,
-        digest: Some(image.descriptor.digest.to_string()),
-        image_id: Some(image.manifest.config.digest.to_string()),
+        digest: main_image.as_ref().map(|i| i.descriptor.digest.to_string()),
+        image_id: main_image
+            .as_ref()
+            .map(|i| i.manifest.config.digest.to_string()),
     });
     Ok(())
+}
+
+/// Makes the build's image once per image format its outputs ask for.
+struct ImageMaker<'a> {
+    state: &'a State,
+    config: &'a kiln_oci::ImageConfig,
+    layers: &'a [kiln_solver::Layer],
+    epoch: Option<i64>,
+    platform: Platform,
+    made: Vec<(output::ImageFormat, kiln_exporter::Image)>,
+}
+
+impl ImageMaker<'_> {
+    fn image(
+        &mut self,
+        format: &output::ImageFormat,
+        progress: &Progress,
+    ) -> Result<kiln_exporter::Image> {
+        if let Some((_, image)) = self.made.iter().find(|(f, _)| f == format) {
+            return Ok(image.clone());
+        }
+        let layer_opts = LayerOptions {
+            compression: format.compression,
+            epoch: self.epoch,
+            rewrite_timestamp: self.epoch.is_some() && format.rewrite_timestamp,
+            oci_media_types: format.oci_media_types,
+        };
+        let content = &self.state.content;
+        let image = progress.step("exporting layers", |_| {
+            // Base image layers are reused byte for byte unless `force-compression` asks for
+            // the output's compression everywhere; the build's own layers are written.
+            let layers = self
+                .layers
+                .iter()
+                .map(|l| match &l.blob {
+                    Some(blob) if !format.force_compression => Ok(kiln_exporter::Layer {
+                        descriptor: blob.descriptor.clone(),
+                        diff_id: blob.diff_id.clone(),
+                        empty: false,
+                    }),
+                    // A committed snapshot never changes: its layer blob is made once.
+                    _ => kiln_exporter::write_layer_memo(
+                        content,
+                        &l.diff,
+                        &layer_opts,
+                        l.diff.parent().unwrap_or(&l.diff),
+                    ),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let image_opts = ImageOptions {
+                epoch: self.epoch,
+                oci_media_types: format.oci_media_types,
+                platform: self.platform.clone(),
+                manifest_annotations: format.annotations.manifest.clone(),
+                descriptor_annotations: format.annotations.manifest_descriptor.clone(),
+            };
+            Ok(kiln_exporter::write_image(
+                content,
+                self.config,
+                &layers,
+                &image_opts,
+            )?)
+        })?;
+        self.made.push((format.clone(), image.clone()));
+        Ok(image)
+    }
+}
+
+/// `--label KEY=VALUE` flags.
+fn parse_labels(flags: &[String]) -> Result<BTreeMap<String, String>> {
+    flags
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("--label {l}: expected KEY=VALUE"),
+        })
+        .collect()
 }
 
 /// Flags that are parsed but not implemented yet fail clearly instead of doing nothing.
@@ -507,56 +668,6 @@ fn source_date_epoch(opts: &BuildOptions) -> Result<Option<i64>> {
             .parse::<i64>()
             .map(Some)
             .map_err(|_| anyhow!("invalid SOURCE_DATE_EPOCH {v:?}: expected seconds since 1970")),
-    }
-}
-
-/// Base images from their registries: the frontend needs their config and digest.
-struct RegistryResolver {
-    client: Arc<kiln_registry::Client>,
-}
-
-impl ImageResolver for RegistryResolver {
-    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
-        let r: kiln_registry::Reference = reference.parse().map_err(|e| format!("{e}"))?;
-        let resolved = self
-            .client
-            .resolve(&r, platform)
-            .map_err(|e| e.to_string())?;
-        Ok(ResolvedImage {
-            reference: r.to_string(),
-            digest: Some(resolved.manifest_digest),
-            config: resolved.config,
-        })
-    }
-}
-
-/// A `-t` value: the full name, and the tag that names it in an OCI layout.
-struct Tag {
-    full: String,
-    tag: String,
-}
-
-impl Tag {
-    fn parse(s: &str) -> Result<Tag> {
-        let name_part = s.rsplit('/').next().unwrap_or(s);
-        let valid = !s.is_empty()
-            && !s.contains(char::is_whitespace)
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
-        if !valid {
-            bail!("invalid tag {s:?}: expected name[:tag]");
-        }
-        let tag = match name_part.rsplit_once(':') {
-            Some((_, t)) if !t.is_empty() => t.to_string(),
-            Some(_) => bail!("invalid tag {s:?}: empty tag after ':'"),
-            None => "latest".to_string(),
-        };
-        let full = if name_part.contains(':') {
-            s.to_string()
-        } else {
-            format!("{s}:latest")
-        };
-        Ok(Tag { full, tag })
     }
 }
 

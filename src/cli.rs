@@ -19,7 +19,68 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
+    /// List the images of kiln's local image store.
+    Images(ImagesArgs),
+    /// Remove images from the local image store.
+    Rmi(RmiArgs),
+    /// Push an image of the local image store to its registry.
+    Push(PushArgs),
+    /// Write an image of the local image store to an archive.
+    Save(SaveArgs),
+}
+
+/// `kiln images`.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Print only the image digests.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show full digests.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+/// `kiln rmi`.
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Image names.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+/// `kiln push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Image name in the local store; also where it is pushed, unless DEST is given.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Push to this reference instead.
+    #[arg(value_name = "DEST")]
+    pub dest: Option<String>,
+    /// Registry reached over plain HTTP (`host[:port]`); loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+}
+
+/// `kiln save`.
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Image name in the local store.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Archive to write (`-` for stdout).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Archive format: a docker-archive (`docker load`) or an OCI layout tar.
+    #[arg(long, value_enum, default_value_t = SaveFormat::Docker)]
+    pub format: SaveFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SaveFormat {
+    Docker,
+    Oci,
 }
 
 /// `kiln build`, with buildx's flags.
@@ -56,6 +117,22 @@ pub struct BuildArgs {
     /// Output destination (`type=oci,dest=PATH[,tar=false]`, …).
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
+
+    /// Shorthand for `--output type=image,push=true` (named by `-t`).
+    #[arg(long)]
+    pub push: bool,
+
+    /// Shorthand for `--output type=docker`: load the image into docker or podman.
+    #[arg(long)]
+    pub load: bool,
+
+    /// Image config label (`KEY=VALUE`).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    /// Image annotation (`[TYPE:]KEY=VALUE`, TYPE manifest or manifest-descriptor).
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    pub annotations: Vec<String>,
 
     /// External cache sources.
     #[arg(long = "cache-from", value_name = "SPEC")]

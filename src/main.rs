@@ -2,6 +2,7 @@
 
 mod build;
 mod cli;
+mod images;
 mod interrupt;
 mod output;
 mod progress;
@@ -19,7 +20,11 @@ fn main() -> ExitCode {
     let root = cli.root.clone().unwrap_or_else(state::default_root);
     interrupt::install();
     let result = match cli.command {
-        cli::Command::Build(args) => build::run(&root, args),
+        cli::Command::Build(args) => build::run(&root, *args),
+        cli::Command::Images(args) => images::list(&root, args),
+        cli::Command::Rmi(args) => images::remove(&root, args),
+        cli::Command::Push(args) => images::push_command(&root, args),
+        cli::Command::Save(args) => images::save(&root, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

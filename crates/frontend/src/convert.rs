@@ -69,6 +69,9 @@ pub struct ResolvedImage {
     pub reference: String,
     pub digest: Option<Digest>,
     pub config: ImageConfig,
+    /// The OCI layout directory holding the image (a local image store), when it isn't to be
+    /// pulled from its registry; `digest` is then its manifest's.
+    pub layout: Option<String>,
 }
 
 /// Looks base images up (a registry, a local store); the frontend only needs their config.
@@ -996,12 +999,20 @@ impl<'a> Converter<'a> {
         let op = match self.images.get(&key) {
             Some(op) => *op,
             None => {
-                let op = self.graph.add(
-                    Op::Source(Source::Image {
+                let source = match (&resolved.layout, &resolved.digest) {
+                    (Some(path), Some(digest)) => Source::OciLayout {
+                        path: path.clone(),
+                        digest: digest.clone(),
+                        platform: platform.clone(),
+                    },
+                    _ => Source::Image {
                         reference: resolved.reference.clone(),
                         digest: resolved.digest.clone(),
                         platform: platform.clone(),
-                    }),
+                    },
+                };
+                let op = self.graph.add(
+                    Op::Source(source),
                     OpMeta {
                         name: format!("[internal] load {}", resolved.reference),
                         location: Some(Location {

@@ -94,6 +94,7 @@ impl ImageResolver for Fake {
                 reference: format!("docker.io/library/{reference}:latest"),
                 digest: None,
                 config: c.clone(),
+                layout: None,
             }),
             None => Err(format!("pull access denied for {reference}")),
         }

@@ -1,0 +1,371 @@
+//! Every output type, checked by third-party readers (skopeo, umoci, podman), and kiln's local
+//! image store: `-t` with no output, `kiln images`, `kiln save`, `kiln rmi`, `FROM` a local
+//! image.
+
+mod common;
+
+use common::{read_json, Sandbox};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+
+const DOCKERFILE: &str = "FROM scratch\nCOPY hello.txt /hello.txt\nCOPY dir /dir\nLABEL a=b\n";
+
+fn sandbox() -> Sandbox {
+    let sb = Sandbox::new();
+    sb.dockerfile(DOCKERFILE)
+        .file("hello.txt", "hello\n")
+        .file("dir/sub/f", "f\n");
+    sb
+}
+
+fn build(sb: &Sandbox, args: &[&str]) -> common::Run {
+    let ctx = sb.ctx().display().to_string();
+    let mut all = vec!["build", "--progress", "plain"];
+    all.extend_from_slice(args);
+    all.push(&ctx);
+    sb.kiln(&all)
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The config digest skopeo reads from an image (the image ID).
+fn skopeo_config_digest(image: &str) -> String {
+    let raw: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--raw", image])).unwrap();
+    raw["config"]["digest"].as_str().unwrap().to_string()
+}
+
+fn iid(sb: &Sandbox) -> String {
+    fs::read_to_string(sb.path("iid")).unwrap()
+}
+
+#[test]
+fn oci_docker_local_and_tar_outputs_from_one_build() {
+    let sb = sandbox();
+    let oci = sb.path("oci.tar");
+    let docker = sb.path("docker.tar");
+    let local = sb.path("local");
+    let tar = sb.path("fs.tar");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("stale"), "old").unwrap();
+    let iidfile = sb.path("iid").display().to_string();
+    build(
+        &sb,
+        &[
+            "-t",
+            "app:1",
+            "-o",
+            &format!("type=oci,dest={}", oci.display()),
+            "-o",
+            &format!("type=docker,dest={}", docker.display()),
+            "-o",
+            &format!("type=local,dest={}", local.display()),
+            "-o",
+            &format!("type=tar,dest={}", tar.display()),
+            "--iidfile",
+            &iidfile,
+        ],
+    )
+    .ok();
+    let id = iid(&sb);
+
+    // The OCI tar and the docker-archive hold the same image, as skopeo reads them.
+    assert_eq!(
+        skopeo_config_digest(&format!("oci-archive:{}:1", oci.display())),
+        id
+    );
+    assert_eq!(
+        skopeo_config_digest(&format!("docker-archive:{}", docker.display())),
+        id
+    );
+    // docker-archive: manifest.json names the image and lists its layers; Docker media types.
+    let listing = Command::new("tar")
+        .arg("-xOf")
+        .arg(&docker)
+        .arg("manifest.json")
+        .output()
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    assert_eq!(manifest[0]["RepoTags"], serde_json::json!(["app:1"]));
+    assert_eq!(manifest[0]["Layers"].as_array().unwrap().len(), 2);
+    let copied = sb.path("from-docker");
+    skopeo(&[
+        "copy",
+        "-q",
+        &format!("docker-archive:{}", docker.display()),
+        &format!("oci:{}:x", copied.display()),
+    ]);
+    let out = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:x", copied.display()))
+        .arg(sb.path("bundle"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(sb.path("bundle/rootfs/dir/sub/f")).unwrap(),
+        "f\n"
+    );
+
+    // type=local: the final filesystem, and nothing that was in the directory before.
+    assert_eq!(
+        fs::read_to_string(local.join("hello.txt")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(fs::read_to_string(local.join("dir/sub/f")).unwrap(), "f\n");
+    assert!(!local.join("stale").exists());
+    // type=tar: the same files as one tar.
+    let list = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    let names = String::from_utf8(list.stdout).unwrap();
+    let names: Vec<&str> = names.lines().collect();
+    assert_eq!(names, ["dir/", "dir/sub/", "dir/sub/f", "hello.txt"]);
+    // No temp files are left beside the outputs.
+    let mut left: Vec<String> = fs::read_dir(sb.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    left.sort();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn compression_media_types_annotations_and_labels() {
+    let sb = sandbox();
+    let out = sb.path("zstd");
+    build(
+        &sb,
+        &[
+            "-o",
+            &format!(
+                "type=oci,dest={},tar=false,compression=zstd,annotation.org.example=1",
+                out.display()
+            ),
+            "--annotation",
+            "manifest-descriptor:org.example.d=2",
+            "--label",
+            "team=kiln",
+        ],
+    )
+    .ok();
+    let manifest = common::manifest(&out);
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+        let blob = fs::read(common::blob(&out, layer["digest"].as_str().unwrap())).unwrap();
+        assert_eq!(&blob[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
+    }
+    assert_eq!(manifest["annotations"]["org.example"], "1");
+    let index = read_json(&out.join("index.json"));
+    assert_eq!(index["manifests"][0]["annotations"]["org.example.d"], "2");
+    let config = read_json(&common::blob(
+        &out,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
+    assert_eq!(config["config"]["Labels"]["team"], "kiln");
+    assert_eq!(config["config"]["Labels"]["a"], "b");
+    skopeo(&["inspect", &format!("oci:{}", out.display())]);
+
+    let docker_types = sb.path("v2");
+    build(
+        &sb,
+        &[
+            "-o",
+            &format!(
+                "type=oci,dest={},tar=false,oci-mediatypes=false,compression=uncompressed",
+                docker_types.display()
+            ),
+        ],
+    )
+    .ok();
+    let manifest = common::manifest(&docker_types);
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar"
+    );
+}
+
+#[test]
+fn local_store_round_trip() {
+    let sb = sandbox();
+    let iidfile = sb.path("iid").display().to_string();
+    build(&sb, &["-t", "app:1", "-t", "app:2", "--iidfile", &iidfile]).ok();
+    let images = sb.kiln(&["images"]).ok().stdout();
+    let lines: Vec<&str> = images.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{images}");
+    assert!(
+        lines[1].starts_with("app:1 ") && lines[2].starts_with("app:2 "),
+        "{images}"
+    );
+    // The store is an OCI layout that skopeo reads by the image's full name.
+    let store = sb.root().join("content");
+    assert_eq!(
+        skopeo_config_digest(&format!("oci:{}:docker.io/library/app:1", store.display())),
+        iid(&sb)
+    );
+
+    // kiln save: a docker-archive and an OCI layout tar of the stored image.
+    let saved = sb.path("saved.tar");
+    sb.kiln(&["save", "app:1", "-o", saved.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        skopeo_config_digest(&format!("docker-archive:{}", saved.display())),
+        iid(&sb)
+    );
+    let saved_oci = sb.path("saved-oci.tar");
+    sb.kiln(&[
+        "save",
+        "app:1",
+        "--format",
+        "oci",
+        "-o",
+        saved_oci.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(
+        skopeo_config_digest(&format!("oci-archive:{}:1", saved_oci.display())),
+        iid(&sb)
+    );
+
+    // FROM a local image: found in the store, no registry asked (there is none).
+    let sb2_ctx = sb.path("ctx2");
+    fs::create_dir_all(&sb2_ctx).unwrap();
+    fs::write(
+        sb2_ctx.join("Dockerfile"),
+        "FROM app:1\nCOPY extra /extra\n",
+    )
+    .unwrap();
+    fs::write(sb2_ctx.join("extra"), "x").unwrap();
+    let out = sb.path("derived");
+    sb.kiln(&[
+        "build",
+        "--progress",
+        "plain",
+        "-o",
+        &format!("type=local,dest={}", out.display()),
+        sb2_ctx.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(
+        fs::read_to_string(out.join("hello.txt")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(fs::read_to_string(out.join("extra")).unwrap(), "x");
+
+    // kiln rmi: the name goes, the other stays; an unknown name is an error.
+    sb.kiln(&["rmi", "app:1"]).ok();
+    let images = sb.kiln(&["images"]).ok().stdout();
+    assert!(
+        !images.contains("app:1") && images.contains("app:2"),
+        "{images}"
+    );
+    sb.kiln(&["rmi", "app:1"])
+        .fails_with(&["no such image in the local image store: app:1"]);
+    sb.kiln(&["save", "nope", "-o", saved.to_str().unwrap()])
+        .fails_with(&["no image nope:latest in the local image store"]);
+}
+
+#[test]
+fn podman_loads_the_docker_archive() {
+    if Command::new("podman").arg("--version").output().is_err() {
+        panic!("podman is not installed (scripts/test.sh installs it)");
+    }
+    let sb = sandbox();
+    let archive = sb.path("docker.tar");
+    let iidfile = sb.path("iid").display().to_string();
+    let name = format!("kiln-test-load-{}:1", std::process::id());
+    build(
+        &sb,
+        &[
+            "-t",
+            &name,
+            "-o",
+            &format!("type=docker,dest={}", archive.display()),
+            "--iidfile",
+            &iidfile,
+        ],
+    )
+    .ok();
+    let out = Command::new("podman")
+        .arg("load")
+        .arg("-i")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inspect = Command::new("podman")
+        .args(["image", "inspect", "--format", "{{.Id}}", &name])
+        .output()
+        .unwrap();
+    let _ = Command::new("podman").args(["rmi", "-f", &name]).output();
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    assert_eq!(
+        format!("sha256:{}", String::from_utf8_lossy(&inspect.stdout).trim()),
+        iid(&sb)
+    );
+}
+
+#[test]
+fn bad_destinations_fail_clearly_and_leave_nothing() {
+    let sb = sandbox();
+    let file = sb.path("a-file");
+    fs::write(&file, "keep").unwrap();
+    build(&sb, &["-o", &format!("type=local,dest={}", file.display())])
+        .fails_with(&["exists and is not a directory"]);
+    assert_eq!(fs::read_to_string(&file).unwrap(), "keep");
+    let dir = sb.path("a-dir");
+    fs::create_dir(&dir).unwrap();
+    build(&sb, &["-o", &format!("type=tar,dest={}", dir.display())])
+        .fails_with(&["is a directory"]);
+    // An unwritable destination (a read-only bind of a directory).
+    let ro = sb.path("ro");
+    fs::create_dir(&ro).unwrap();
+    let bound = Command::new("mount")
+        .args(["--bind", "-o", "ro"])
+        .arg(&ro)
+        .arg(&ro)
+        .status()
+        .unwrap();
+    assert!(bound.success());
+    let result = build(
+        &sb,
+        &["-o", &format!("type=oci,dest={}/out.tar", ro.display())],
+    );
+    let _ = Command::new("umount").arg(&ro).status();
+    result.fails_with(&["Read-only file system"]);
+    assert_eq!(fs::read_dir(&ro).unwrap().count(), 0);
+    assert_eq!(fs::metadata(&ro).unwrap().nlink(), 2);
+    for (flag, msg) in [
+        ("type=image", "needs a name"),
+        ("type=oci,dest=x,compression=lz4", "unknown compression"),
+    ] {
+        build(&sb, &["-o", flag]).fails_with(&[msg]);
+    }
+}
