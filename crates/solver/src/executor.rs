@@ -11,6 +11,7 @@
 //! binary (see [`init_hook`]) so that no namespace work happens in a multi-threaded process.
 
 mod builtin;
+mod forward;
 mod oci;
 mod prepare;
 mod pump;
@@ -50,8 +51,12 @@ pub struct ExecSpec {
     pub network: NetworkMode,
     /// Empty means [`DEFAULT_HOSTNAME`].
     pub hostname: String,
-    /// Extra mounts (binds and tmpfs), made in this order after the standard ones.
+    /// Extra mounts, made in this order after the standard ones.
     pub mounts: Vec<ExecMount>,
+    /// Environment variables whose values are secrets (`RUN --mount=type=secret,env=…`): added
+    /// to `env` for the process only, kept off disks, never serialised.
+    #[serde(skip)]
+    pub secret_env: Vec<(String, SecretBytes)>,
 }
 
 /// An extra mount for the process. Its target is created in the rootfs when missing (a
@@ -59,8 +64,9 @@ pub struct ExecSpec {
 /// that existed is left as it was. Targets under `/dev` live on the container's own `/dev`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExecMount {
-    /// For [`ExecMountKind::Bind`]: the host file or directory to bind (recursively). Ignored
-    /// for tmpfs.
+    /// For [`ExecMountKind::Bind`]: the host file or directory to bind (recursively); for
+    /// [`ExecMountKind::Socket`]: the host socket connections are forwarded to. Ignored
+    /// otherwise.
     pub source: PathBuf,
     /// Absolute path inside the rootfs; must not be `/` or climb out of the rootfs.
     pub target: String,
@@ -71,10 +77,64 @@ pub struct ExecMount {
     pub size: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecMountKind {
     Bind,
     Tmpfs,
+    /// A file with these contents, mode and owner, made on the run's tmpfs and bound (read-only
+    /// unless `readonly` is false) onto the target: a build secret.
+    File {
+        #[serde(skip)]
+        contents: SecretBytes,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// A unix socket with this mode and owner, made on the run's tmpfs and bound onto the
+    /// target, that forwards every connection to the host socket `source`: an SSH agent.
+    Socket {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+impl ExecMountKind {
+    /// Whether the run must keep its state on a tmpfs and run a helper for this mount.
+    fn is_made_for_the_run(&self) -> bool {
+        matches!(
+            self,
+            ExecMountKind::File { .. } | ExecMountKind::Socket { .. }
+        )
+    }
+}
+
+/// Bytes that must reach neither a disk, a log nor a cache key: a build secret's value. Debug
+/// output never shows them, and serde skips every field that holds them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        SecretBytes(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBytes(<hidden>)")
+    }
+}
+
+impl ExecSpec {
+    /// Whether the run handles secrets or forwarded sockets (see the module comment).
+    pub(crate) fn is_sensitive(&self) -> bool {
+        !self.secret_env.is_empty() || self.mounts.iter().any(|m| m.kind.is_made_for_the_run())
+    }
 }
 
 /// Which output stream a chunk came from.

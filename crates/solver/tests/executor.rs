@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use kiln_solver::executor::{
     init_hook_from, BuiltinExecutor, ExecError, ExecMount, ExecMountKind, ExecSpec, Executor,
-    OciRuntimeExecutor, Stream,
+    OciRuntimeExecutor, SecretBytes, Stream,
 };
 use kiln_solver::NetworkMode;
 
@@ -671,6 +671,119 @@ fn executor_rejects_bad_mount_targets() {
         let err = run(&*ex, &spec).err();
         assert!(
             matches!(err, Some(ExecError::MountSource { .. })),
+            "{}: {err:?}",
+            ex.name()
+        );
+        assert_eq!(fx.listing(), before, "{}", ex.name());
+    }
+}
+
+/// Whether any file under `dir` holds `needle`.
+fn found_under(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            found.extend(found_under(&path, needle));
+        } else if meta.is_file()
+            && fs::read(&path).is_ok_and(|data| data.windows(needle.len()).any(|w| w == needle))
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn executor_secret_file_and_env_stay_off_disk_and_leave_nothing() {
+    let fx = Fixture::new();
+    let secret = b"s3cr3t-e7f1c0";
+    for ex in fx.executors() {
+        let before = fx.listing();
+        let mut spec = fx.sh(
+            "cat /run/secrets/tok; echo; stat -c '%a %u %g' /run/secrets/tok; \
+             echo \"env:$TOKEN\"; if echo x > /run/secrets/tok; then echo writable; fi 2>/dev/null; \
+             grep ' /run/secrets/tok ' /proc/mounts | cut -d' ' -f3,4 | cut -d, -f1; \
+             grep -c /run- /proc/self/mountinfo || true",
+        );
+        spec.secret_env = vec![("TOKEN".into(), SecretBytes::new(b"env-value".to_vec()))];
+        spec.mounts = vec![ExecMount {
+            source: PathBuf::new(),
+            target: "/run/secrets/tok".into(),
+            readonly: true,
+            kind: ExecMountKind::File {
+                contents: SecretBytes::new(secret.to_vec()),
+                mode: 0o440,
+                uid: 1000,
+                gid: 2000,
+            },
+            size: None,
+        }];
+        let out = run_ok(&*ex, &spec);
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(
+            &lines[..5],
+            [
+                "s3cr3t-e7f1c0",
+                "440 1000 2000",
+                "env:env-value",
+                "tmpfs ro",
+                // The run's state directory is no mount the step can see.
+                "0"
+            ],
+            "{}: {}",
+            ex.name(),
+            out.stderr
+        );
+        assert_eq!(
+            fx.listing(),
+            before,
+            "{}: /run and /run/secrets are removed",
+            ex.name()
+        );
+        assert!(fx.state_is_empty(&*ex), "{}: state left behind", ex.name());
+        assert_eq!(
+            found_under(fx.dir.path(), secret),
+            Vec::<PathBuf>::new(),
+            "{}",
+            ex.name()
+        );
+    }
+}
+
+#[test]
+fn executor_socket_mount_is_a_proxy_with_the_mode_asked_for() {
+    let fx = Fixture::new();
+    let agent = fx.dir.path().join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&agent).unwrap();
+    for ex in fx.executors() {
+        let before = fx.listing();
+        let mut spec = fx.sh("stat -c '%F %a %u %g' /run/agent/sock");
+        spec.mounts = vec![ExecMount {
+            source: agent.clone(),
+            target: "/run/agent/sock".into(),
+            readonly: false,
+            kind: ExecMountKind::Socket {
+                mode: 0o660,
+                uid: 1000,
+                gid: 1000,
+            },
+            size: None,
+        }];
+        let out = run_ok(&*ex, &spec);
+        assert_eq!(out.stdout, "socket 660 1000 1000\n", "{}", ex.name());
+        assert_eq!(fx.listing(), before, "{}", ex.name());
+        assert!(fx.state_is_empty(&*ex), "{}: state left behind", ex.name());
+        let mut gone = fx.spec(&["true"]);
+        gone.mounts = spec.mounts.clone();
+        gone.mounts[0].source = fx.dir.path().join("no-agent.sock");
+        let err = run(&*ex, &gone).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("no-agent.sock")),
             "{}: {err:?}",
             ex.name()
         );

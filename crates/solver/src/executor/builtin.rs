@@ -537,8 +537,9 @@ fn bind_readonly(
     remount_readonly(root, target)
 }
 
-/// One of the step's own mounts, as BuildKit has runc make it: a bind is `rbind` (plus a
-/// read-only remount for `ro`), a tmpfs is `nosuid` with the size asked for. A missing target
+/// One of the step's own mounts, as BuildKit has runc make it: a bind (also of a secret file
+/// or a forwarding socket) is `rbind` (plus a read-only remount for `ro`), a tmpfs is `nosuid`
+/// with the size asked for. A missing target
 /// was created on the host already (and is removed afterwards), except under `/dev` and inside
 /// another of the step's mounts, where it is made here.
 fn mount_step(root: &RootDir, m: &RequestMount) -> Result<(), String> {
@@ -560,7 +561,8 @@ fn mount_step(root: &RootDir, m: &RequestMount) -> Result<(), String> {
             let size = m.mount.size.map(|s| format!("size={s}"));
             mount_in(root, target, "tmpfs", flags, size.as_deref())
         }
-        ExecMountKind::Bind => {
+        // A file or socket made for the run is bound from the run's state directory.
+        ExecMountKind::Bind | ExecMountKind::File { .. } | ExecMountKind::Socket { .. } => {
             let source = &m.mount.source;
             let src = nix::fcntl::open(
                 source.as_path(),

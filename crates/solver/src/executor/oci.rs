@@ -262,7 +262,8 @@ fn runtime_spec(spec: &ExecSpec, prepared: &Prepared) -> Result<Spec, ExecError>
     for m in &prepared.mounts {
         let mut options: Vec<String> = Vec::new();
         let (typ, source) = match m.mount.kind {
-            ExecMountKind::Bind => {
+            // A file or socket made for the run is bound from the bundle directory.
+            ExecMountKind::Bind | ExecMountKind::File { .. } | ExecMountKind::Socket { .. } => {
                 options.push("rbind".into());
                 ("bind", m.mount.source.to_string_lossy().into_owned())
             }

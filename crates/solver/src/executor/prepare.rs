@@ -1,14 +1,18 @@
 //! What both executors do on the host before and after the process runs, as BuildKit's
 //! `runcexecutor.Run` does: resolve the user, complete the environment, create the working
 //! directory, check the program exists, write `/etc/hosts` and `/etc/resolv.conf` into a
-//! per-run state directory, check the step's own mounts, and note the mount stubs to remove
-//! afterwards.
+//! per-run state directory, make the step's secret files and forwarding sockets there (on a
+//! tmpfs), check the step's own mounts, and note the mount stubs to remove afterwards.
 
 use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{fchown, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use tempfile::TempDir;
 
+use super::forward::SocketProxy;
 use super::rootfs::{MountStubs, RootDir, StubKind};
 use super::user::{resolve_user, ExecUser};
 use super::{ExecError, ExecMount, ExecMountKind, ExecSpec, DEFAULT_HOSTNAME, DEFAULT_PATH};
@@ -22,18 +26,24 @@ const MOUNT_TARGETS: &[(&str, StubKind)] = &[
     ("/etc/resolv.conf", StubKind::File),
 ];
 
-/// A run ready to start. Dropping it removes the state directory; [`Prepared::finish`] must be
-/// called after the process is gone to remove the mount stubs.
+/// A run ready to start. Dropping it stops the socket proxies and removes the state directory
+/// (unmounting its tmpfs first); [`Prepared::finish`] must be called after the process is gone
+/// to remove the mount stubs.
 pub(crate) struct Prepared {
     pub user: ExecUser,
     pub env: Vec<String>,
     pub cwd: String,
     pub hostname: String,
+    /// Forwarding proxies of the step's sockets. Fields drop in order: these stop first.
+    _proxies: Vec<SocketProxy>,
+    /// The tmpfs over `state` when the run handles secrets; unmounted before `state` goes.
+    _tmpfs: Option<StateTmpfs>,
     /// Per-run directory on the host: hosts, resolv.conf, and whatever the executor adds.
     pub state: TempDir,
     pub hosts: PathBuf,
     pub resolv_conf: PathBuf,
-    /// The step's own mounts, checked, in the order they are made.
+    /// The step's own mounts, checked, in the order they are made. A file or socket mount's
+    /// source is what was made for it in the state directory.
     pub mounts: Vec<StepMount>,
     root: RootDir,
     stubs: MountStubs,
@@ -41,10 +51,10 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     pub fn new(spec: &ExecSpec, state_root: &Path) -> Result<Self, ExecError> {
-        let mounts = spec
+        let targets = spec
             .mounts
             .iter()
-            .map(StepMount::check)
+            .map(|m| clean_target(&m.target))
             .collect::<Result<Vec<_>, _>>()?;
         let program = spec.args.first().ok_or(ExecError::EmptyCommand)?;
         let root = RootDir::open(&spec.rootfs).map_err(|e| {
@@ -65,12 +75,31 @@ impl Prepared {
             read("/etc/passwd")?.as_deref(),
             read("/etc/group")?.as_deref(),
         )?;
-        let env = complete_env(&spec.env, &user);
+        let mut env = complete_env(&spec.env, &user);
+        add_secret_env(&mut env, spec)?;
         let cwd = if spec.cwd.is_empty() {
             "/".to_string()
         } else {
             spec.cwd.clone()
         };
+
+        fs::create_dir_all(state_root)
+            .map_err(|e| ExecError::io(format!("failed to create {}", state_root.display()), e))?;
+        let state = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(state_root)
+            .map_err(|e| ExecError::io("failed to create the run's state directory", e))?;
+        let tmpfs = if spec.is_sensitive() {
+            Some(StateTmpfs::mount(state.path())?)
+        } else {
+            None
+        };
+        let mut proxies = Vec::new();
+        let mut mounts = Vec::new();
+        for (index, (m, target)) in spec.mounts.iter().zip(targets).enumerate() {
+            let mount = make_for_the_run(m, index, state.path(), &mut proxies)?;
+            mounts.push(StepMount::check(mount, target)?);
+        }
 
         root.mkdir_all(&cwd, 0o755, user.uid, user.gid)
             .map_err(|source| ExecError::WorkingDir {
@@ -79,12 +108,6 @@ impl Prepared {
             })?;
         check_program(&root, program, &env, &cwd, &mounts)?;
 
-        fs::create_dir_all(state_root)
-            .map_err(|e| ExecError::io(format!("failed to create {}", state_root.display()), e))?;
-        let state = tempfile::Builder::new()
-            .prefix("run-")
-            .tempdir_in(state_root)
-            .map_err(|e| ExecError::io("failed to create the run's state directory", e))?;
         let hostname = if spec.hostname.is_empty() {
             DEFAULT_HOSTNAME.to_string()
         } else {
@@ -113,6 +136,8 @@ impl Prepared {
             env,
             cwd,
             hostname,
+            _proxies: proxies,
+            _tmpfs: tmpfs,
             state,
             hosts,
             resolv_conf,
@@ -126,6 +151,102 @@ impl Prepared {
     pub fn finish(&self) {
         self.stubs.clean(&self.root);
     }
+}
+
+/// A tmpfs mounted over a run's state directory, so that what is written there for the run
+/// (secret files, the process's environment in `request.json` or `config.json`) stays in
+/// memory. kiln runs in a mount namespace of its own, so the host never sees it, and it
+/// vanishes with the process however that ends.
+struct StateTmpfs {
+    path: PathBuf,
+}
+
+impl StateTmpfs {
+    fn mount(path: &Path) -> Result<Self, ExecError> {
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=0700"),
+        )
+        .map_err(|e| ExecError::io("failed to mount a tmpfs for the run's secrets", e))?;
+        Ok(StateTmpfs {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for StateTmpfs {
+    fn drop(&mut self) {
+        let _ = umount2(&self.path, MntFlags::MNT_DETACH);
+    }
+}
+
+/// Adds the secret environment variables, replacing variables of the same name.
+fn add_secret_env(env: &mut Vec<String>, spec: &ExecSpec) -> Result<(), ExecError> {
+    for (name, value) in &spec.secret_env {
+        let value = std::str::from_utf8(value.as_bytes()).map_err(|_| {
+            ExecError::Setup(format!(
+                "the secret for the environment variable {name} is not valid UTF-8"
+            ))
+        })?;
+        env.retain(|kv| kv.split_once('=').is_none_or(|(k, _)| k != name));
+        env.push(format!("{name}={value}"));
+    }
+    Ok(())
+}
+
+/// The mount as the executors make it: a file or socket mount gets its file or proxy socket
+/// made in the state directory (`dir`, a tmpfs) as its source; other mounts are as given.
+fn make_for_the_run(
+    m: &ExecMount,
+    index: usize,
+    dir: &Path,
+    proxies: &mut Vec<SocketProxy>,
+) -> Result<ExecMount, ExecError> {
+    let mut made = m.clone();
+    match &m.kind {
+        ExecMountKind::Bind | ExecMountKind::Tmpfs => {}
+        ExecMountKind::File {
+            contents,
+            mode,
+            uid,
+            gid,
+        } => {
+            let path = dir.join(format!("secret-{index}"));
+            let action = || format!("failed to write the secret file for {}", m.target);
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| ExecError::io(action(), e))?;
+            file.write_all(contents.as_bytes())
+                .and_then(|()| fchown(&file, Some(*uid), Some(*gid)))
+                .and_then(|()| file.set_permissions(fs::Permissions::from_mode(*mode & 0o7777)))
+                .map_err(|e| ExecError::io(action(), e))?;
+            made.source = path;
+            made.kind = ExecMountKind::File {
+                contents: Default::default(),
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+            };
+        }
+        ExecMountKind::Socket { mode, uid, gid } => {
+            let path = dir.join(format!("socket-{index}"));
+            let proxy = SocketProxy::start(&path, &m.source, *mode, *uid, *gid).map_err(|e| {
+                ExecError::io(
+                    format!("failed to forward {} to {}", m.source.display(), m.target),
+                    e,
+                )
+            })?;
+            proxies.push(proxy);
+            made.source = path;
+        }
+    }
+    Ok(made)
 }
 
 /// BuildKit adds `PATH` when missing (`addDefaultEnvvar`); runc adds `HOME` from passwd.
@@ -153,10 +274,11 @@ pub(crate) struct StepMount {
 }
 
 impl StepMount {
-    fn check(mount: &ExecMount) -> Result<Self, ExecError> {
-        let target = clean_target(&mount.target)?;
+    /// `target` is the mount's target in normal form.
+    fn check(mount: ExecMount, target: String) -> Result<Self, ExecError> {
         let is_file = match mount.kind {
             ExecMountKind::Tmpfs => false,
+            ExecMountKind::File { .. } | ExecMountKind::Socket { .. } => true,
             ExecMountKind::Bind => {
                 let meta =
                     fs::metadata(&mount.source).map_err(|source| ExecError::MountSource {
@@ -169,7 +291,7 @@ impl StepMount {
         Ok(StepMount {
             target,
             is_file,
-            mount: mount.clone(),
+            mount,
         })
     }
 
