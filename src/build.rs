@@ -242,7 +242,14 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
                 if *push {
                     for name in &names {
                         progress.step(&format!("pushing {}", name.full), |log| {
-                            images::push(&registry, &state.content, &image.descriptor, name, log)
+                            images::push(
+                                &registry,
+                                &state.content,
+                                &image.descriptor,
+                                name,
+                                base_image_sources(&plan.graph, &solved.layers),
+                                log,
+                            )
                         })?;
                     }
                 }
@@ -365,6 +372,29 @@ impl ImageMaker<'_> {
         self.made.push((format.clone(), image.clone()));
         Ok(image)
     }
+}
+
+/// Where the base image layers of the result came from, for cross-repository mounts: each
+/// pulled layer by the reference of an image source of the graph that lists it. A wrong guess
+/// only costs the registry a refused mount (then the layer is uploaded).
+fn base_image_sources(
+    graph: &kiln_solver::Graph,
+    layers: &[kiln_solver::Layer],
+) -> HashMap<kiln_oci::Digest, kiln_registry::Reference> {
+    let reference = graph.nodes.iter().find_map(|node| match &node.op {
+        kiln_solver::Op::Source(kiln_solver::Source::Image { reference, .. }) => {
+            reference.parse::<kiln_registry::Reference>().ok()
+        }
+        _ => None,
+    });
+    let Some(reference) = reference else {
+        return HashMap::new();
+    };
+    layers
+        .iter()
+        .filter_map(|l| l.blob.as_ref())
+        .map(|b| (b.descriptor.digest.clone(), reference.clone()))
+        .collect()
 }
 
 /// `--label KEY=VALUE` flags.

@@ -7,11 +7,14 @@ use crate::state::State;
 use anyhow::{anyhow, bail, Context, Result};
 use kiln_cache::{ContentStore, ImageStore};
 use kiln_frontend::convert::{ImageResolver, ResolvedImage};
+use kiln_oci::Digest;
 use kiln_oci::{media_types, Descriptor, ImageConfig, Manifest, Platform};
-use kiln_registry::Reference;
+use kiln_registry::{PushEvent, PushOptions, Reference};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::sync::Arc;
 
 /// An image name in its two spellings.
@@ -198,25 +201,78 @@ pub fn push_command(root: &Path, args: PushArgs) -> Result<()> {
         ..Default::default()
     })
     .context("setting up the registry client")?;
-    push(&client, &state.content, &descriptor, &dest, &|line| {
-        eprintln!("{line}")
-    })?;
-    println!("{}: pushed {}", dest.familiar, descriptor.digest);
+    push(
+        &client,
+        &state.content,
+        &descriptor,
+        &dest,
+        HashMap::new(),
+        &|line| eprintln!("{line}"),
+    )?;
     Ok(())
 }
 
-/// Pushes the image `descriptor` of `content` to `name`'s registry.
+/// Pushes the image `descriptor` of `content` to `name`'s registry, the blobs of
+/// `mount_from` mounted from the repositories named there when the registry is the same.
 pub fn push(
-    _client: &kiln_registry::Client,
-    _content: &ContentStore,
-    _descriptor: &Descriptor,
+    client: &kiln_registry::Client,
+    content: &ContentStore,
+    descriptor: &Descriptor,
     name: &Name,
-    _log: &dyn Fn(&str),
+    mount_from: HashMap<Digest, Reference>,
+    log: &dyn Fn(&str),
 ) -> Result<()> {
-    bail!(
-        "pushing {} is not supported yet: registry push is being added",
-        name.familiar
-    )
+    let opts = PushOptions {
+        mount_from,
+        ..PushOptions::default()
+    };
+    // The push reports from its worker threads; the lines are logged from this one.
+    let (tx, rx) = mpsc::channel();
+    let pushed = std::thread::scope(|scope| {
+        let worker = scope.spawn(move || {
+            client
+                .push_image(content, &name.reference, descriptor, &opts, &|e| {
+                    let _ = tx.send(e);
+                })
+                .map_err(anyhow::Error::from)
+        });
+        for event in rx {
+            if let Some(line) = describe(&event) {
+                log(&line);
+            }
+        }
+        worker.join().expect("the push thread doesn't panic")
+    });
+    let digest = pushed.with_context(|| format!("pushing {}", name.full))?;
+    log(&format!("pushed {} {digest}", name.full));
+    Ok(())
+}
+
+/// A progress line for a push event (`None` for the per-MiB ones).
+fn describe(event: &PushEvent) -> Option<String> {
+    Some(match event {
+        PushEvent::BlobExists { digest, .. } => format!("{digest}: already in the registry"),
+        PushEvent::BlobMounted { digest, from, .. } => format!("{digest}: mounted from {from}"),
+        PushEvent::BlobUploading { digest, size } => {
+            format!("{digest}: pushing {}", human_size(*size))
+        }
+        PushEvent::BlobProgress { .. } => return None,
+        PushEvent::BlobUploaded { digest, .. } => format!("{digest}: done"),
+        PushEvent::Retrying {
+            digest,
+            attempt,
+            delay,
+            reason,
+        } => format!(
+            "{digest}: attempt {attempt} failed ({reason}); retrying in {:.1}s",
+            delay.as_secs_f64()
+        ),
+        PushEvent::ManifestPushed {
+            digest,
+            tag_or_digest,
+            ..
+        } => format!("manifest {digest} as {tag_or_digest}"),
+    })
 }
 
 /// `--load`: the image as a docker-archive into `docker load`, else `podman load`.

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::registry::Registry;
 use common::{read_json, Sandbox};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -368,4 +369,61 @@ fn bad_destinations_fail_clearly_and_leave_nothing() {
     ] {
         build(&sb, &["-o", flag]).fails_with(&[msg]);
     }
+}
+
+#[test]
+fn push_to_a_registry_and_read_back() {
+    let reg = Registry::start(None);
+    let base = reg.push_busybox();
+    let sb = Sandbox::new();
+    sb.dockerfile(&format!("FROM {base}\nRUN echo built > /built\n"));
+    let app = format!("{}/team/app:1", reg.addr);
+    let meta = sb.path("meta.json");
+    let out = build(
+        &sb,
+        &["-t", &app, "--push", "--metadata-file", meta.to_str().unwrap()],
+    )
+    .ok()
+    .stderr();
+    // The base layer was mounted from the base image's repository, not uploaded again.
+    assert!(out.contains("mounted from busybox"), "{out}");
+    let digest = read_json(&meta)["containerimage.digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{app}"))
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{}", String::from_utf8_lossy(&raw.stderr));
+    assert_eq!(String::from_utf8_lossy(&raw.stdout).trim(), digest);
+    // skopeo copies it out with the same digest, and umoci unpacks it.
+    let copy = sb.path("copy");
+    skopeo(&[
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        "--preserve-digests",
+        &format!("docker://{app}"),
+        &format!("oci:{}:1", copy.display()),
+    ]);
+    assert_eq!(common::manifest_digest(&copy), digest);
+    let rootfs = sb.unpack("copy", "1");
+    assert_eq!(fs::read_to_string(rootfs.join("built")).unwrap(), "built\n");
+
+    // The push also named it in the local store; kiln push sends it elsewhere, and again.
+    let other = format!("{}/other:2", reg.addr);
+    for _ in 0..2 {
+        sb.kiln(&["push", &app, &other]).ok();
+    }
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{other}"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&raw.stdout).trim(), digest);
+    // A registry that isn't there: a clear error naming it.
+    sb.kiln(&["push", &app, "127.0.0.1:9/x:1"])
+        .fails_with(&["127.0.0.1:9"]);
 }
