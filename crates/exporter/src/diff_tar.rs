@@ -1,17 +1,20 @@
 //! An overlay upperdir (a layer diff) as tar entries.
 //!
-//! The whole tree is listed first and sorted by the bytes of each relative path, so the order
-//! depends neither on the file system's readdir order nor on inode numbers; a parent always
-//! sorts before its children. Then each path becomes one entry: a whiteout `.wh.NAME` takes
-//! the place of the deleted NAME, an opaque directory's marker directly follows the directory,
-//! the second path of a hardlinked inode links to the first. File contents are streamed.
+//! The tree is walked depth first with each directory's names sorted by their bytes, as
+//! BuildKit and containerd walk it (Go's `filepath.Walk`): a directory is followed by
+//! everything under it, so `a/b` comes before `a-b`, and the order depends neither on the file
+//! system's readdir order nor on inode numbers. Each path becomes one entry: a whiteout
+//! `.wh.NAME` takes the place of the deleted NAME, an opaque directory's marker directly follows
+//! the directory, the second path of a hardlinked inode links to the first. Only the names of
+//! the directories on the current path are held; file contents are streamed.
 
-use crate::tar_entry::TarEntry;
+use crate::tar_entry::{CopyFrom, TarEntry};
 use crate::whiteout;
 use crate::Error;
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -27,68 +30,63 @@ struct Node {
 
 /// Appends every path under `diff_dir` to `tar`, mtimes clamped to `mtime_clamp` when given.
 /// Returns the number of paths written (0 for an empty diff).
-pub(crate) fn append_diff<W: Write>(
+pub(crate) fn append_diff<W: CopyFrom>(
     tar: &mut tar::Builder<W>,
     diff_dir: &Path,
     mtime_clamp: Option<i64>,
 ) -> Result<u64, Error> {
-    let nodes = list_sorted(diff_dir)?;
     let mut writer = DiffWriter {
         tar,
         mtime_clamp,
         first_links: HashMap::new(),
+        written: 0,
     };
-    for node in &nodes {
-        writer.append(node).map_err(|source| Error::Archive {
-            path: node.path.clone(),
-            source,
-        })?;
-    }
-    Ok(nodes.len() as u64)
+    writer.append_children(diff_dir, b"")?;
+    Ok(writer.written)
 }
 
-/// Every path under `root` (not `root` itself) except sockets, sorted by relative path bytes.
-fn list_sorted(root: &Path) -> Result<Vec<Node>, Error> {
-    let mut nodes = Vec::new();
-    let mut dirs = vec![(root.to_path_buf(), Vec::new())];
-    while let Some((dir, rel)) = dirs.pop() {
-        let read = fs::read_dir(&dir).map_err(Error::io("read directory", &dir))?;
-        for dirent in read {
-            let dirent = dirent.map_err(Error::io("read directory", &dir))?;
-            let path = dirent.path();
-            let meta = fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
-            if meta.file_type().is_socket() {
-                // A tar cannot hold a socket; Docker and BuildKit skip them too.
-                continue;
-            }
-            let name = dirent.file_name();
-            let child_rel = if rel.is_empty() {
-                name.as_bytes().to_vec()
-            } else {
-                [&rel[..], b"/", name.as_bytes()].concat()
-            };
-            if meta.is_dir() {
-                dirs.push((path.clone(), child_rel.clone()));
-            }
-            nodes.push(Node {
-                rel: child_rel,
-                path,
-                meta,
-            });
-        }
-    }
-    nodes.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(nodes)
-}
-
-struct DiffWriter<'a, W: Write> {
+struct DiffWriter<'a, W: CopyFrom> {
     tar: &'a mut tar::Builder<W>,
     mtime_clamp: Option<i64>,
     /// (dev, ino) of multiply-linked files → the first path written for them.
     first_links: HashMap<(u64, u64), Vec<u8>>,
+    written: u64,
 }
 
-impl<W: Write> DiffWriter<'_, W> {
+impl<W: CopyFrom> DiffWriter<'_, W> {
+    /// Appends what is in `dir` (whose path in the layer is `rel`), names in byte order, each
+    /// directory followed by its contents. Sockets are left out: a tar cannot hold them, and
+    /// Docker and BuildKit skip them too.
+    fn append_children(&mut self, dir: &Path, rel: &[u8]) -> Result<(), Error> {
+        let mut names: Vec<OsString> = fs::read_dir(dir)
+            .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect())
+            .map_err(Error::io("read directory", dir))?;
+        // On Unix an `OsString` orders by its bytes.
+        names.sort_unstable();
+        for name in names {
+            let path = dir.join(&name);
+            let meta = fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
+            if meta.file_type().is_socket() {
+                continue;
+            }
+            let rel = if rel.is_empty() {
+                name.as_bytes().to_vec()
+            } else {
+                [rel, b"/", name.as_bytes()].concat()
+            };
+            let node = Node { rel, path, meta };
+            self.append(&node).map_err(|source| Error::Archive {
+                path: node.path.clone(),
+                source,
+            })?;
+            self.written += 1;
+            if node.meta.is_dir() {
+                self.append_children(&node.path, &node.rel)?;
+            }
+        }
+        Ok(())
+    }
+
     fn append(&mut self, node: &Node) -> io::Result<()> {
         let ft = node.meta.file_type();
         if whiteout::is_whiteout(&node.meta) {
@@ -132,7 +130,7 @@ impl<W: Write> DiffWriter<'_, W> {
             self.entry(EntryType::Fifo, &node.rel, node)?
                 .write(self.tar, io::empty())
         } else {
-            unreachable!("list_sorted leaves out sockets")
+            unreachable!("append_children leaves out sockets")
         }
     }
 
@@ -189,6 +187,11 @@ impl<W: Write> DiffWriter<'_, W> {
     }
 }
 
+/// xattrs that describe the host rather than the file: the SELinux label is set by the policy
+/// of the machine that wrote the file, so it would make the layer differ from one host to the
+/// next (BuildKit leaves it out too). `security.capability` and `user.*` are the file's own.
+const HOST_XATTRS: &[&[u8]] = &[b"security.selinux"];
+
 /// The xattrs of `path` (not following symlinks) that belong in a layer, sorted by name.
 fn xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
@@ -197,7 +200,7 @@ fn xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
         names => names?,
     };
     for name in names {
-        if whiteout::is_overlay_xattr(name.as_bytes()) {
+        if whiteout::is_overlay_xattr(name.as_bytes()) || HOST_XATTRS.contains(&name.as_bytes()) {
             continue;
         }
         let Some(value) = xattr::get(path, &name)? else {

@@ -1,14 +1,23 @@
 //! A layer diff directory → a compressed layer blob in the content store, in one streaming pass:
 //!
 //! ```text
-//! tar::Builder → Sha256Writer (diff_id) → Encoder (gzip/zstd/none) → BlobWriter (blob digest)
+//! tar entries ─→ TarSink: sha256 (diff_id) ─→ Encoder: gzip/zstd blocks ─→ writer thread:
+//!   (this thread; files are     (this thread)     on `threads` threads      BlobWriter (sha256
+//!    read into the encoder's                                                of the blob), file
+//!    own buffer)
 //! ```
+//!
+//! Every queue between the stages is bounded, so memory stays a few MiB whatever the layer's
+//! size, and the two sha256 passes run on different threads, beside the compression.
 
-use crate::compression::{self, Compression};
+use crate::compression::{self, Compression, Encoder};
 use crate::diff_tar;
+use crate::tar_entry::{read_data, CopyFrom};
 use crate::Error;
 use kiln_cache::ContentStore;
-use kiln_oci::{Descriptor, Digest, Sha256Writer};
+use kiln_oci::{Descriptor, Digest};
+use sha2::{Digest as _, Sha256};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 /// How a layer blob is written.
@@ -45,22 +54,37 @@ pub struct Layer {
     pub empty: bool,
 }
 
-/// Writes the overlay upperdir `diff_dir` as a layer blob into `store`.
+/// Bumped whenever the bytes written for a given diff change (tar order, compressor), so
+/// that memos of blobs written the old way are not reused and every build writes alike.
+const LAYER_FORMAT: u32 = 2;
+
+/// Writes the overlay upperdir `diff_dir` as a layer blob into `store`, compressing on all
+/// cores (the bytes are the same for any number).
 pub fn write_layer(
     store: &ContentStore,
     diff_dir: &Path,
     opts: &LayerOptions,
 ) -> Result<Layer, Error> {
+    write_layer_threads(store, diff_dir, opts, compression::default_threads())
+}
+
+/// [`write_layer`] compressing on `threads` threads: the same bytes, other CPU and memory use.
+pub fn write_layer_threads(
+    store: &ContentStore,
+    diff_dir: &Path,
+    opts: &LayerOptions,
+    threads: usize,
+) -> Result<Layer, Error> {
     let blob = store.writer()?;
-    let encoder = compression::encoder(opts.compression, blob)
+    let encoder = compression::encoder(opts.compression, blob, threads)
         .map_err(Error::io("start compressing", diff_dir))?;
-    let mut tar = tar::Builder::new(Sha256Writer::new(encoder));
+    let mut tar = tar::Builder::new(TarSink::new(encoder));
     let mtime_clamp = opts.epoch.filter(|_| opts.rewrite_timestamp);
     let entries = diff_tar::append_diff(&mut tar, diff_dir, mtime_clamp)?;
-    let hashed = tar
+    let sink = tar
         .into_inner()
         .map_err(Error::io("finish the tar of", diff_dir))?;
-    let (diff_id, _, encoder) = hashed.finish();
+    let (diff_id, encoder) = sink.finish();
     let blob = encoder
         .finish()
         .map_err(Error::io("finish compressing the layer of", diff_dir))?;
@@ -85,7 +109,7 @@ pub fn write_layer_memo(
     opts: &LayerOptions,
     memo_dir: &Path,
 ) -> Result<Layer, Error> {
-    let options = Digest::of(format!("{opts:?}").as_bytes());
+    let options = Digest::of(format!("{LAYER_FORMAT} {opts:?}").as_bytes());
     let memo = memo_dir.join(format!("layer-{}.json", &options.hex()[..16]));
     if let Some(layer) = std::fs::read(&memo)
         .ok()
@@ -98,6 +122,56 @@ pub fn write_layer_memo(
     // A memo that can't be written only costs the next export a re-tar.
     let _ = write_memo(&memo, &layer);
     Ok(layer)
+}
+
+/// The tar stream of a layer on its way into the encoder, hashed for the diff_id as it passes.
+struct TarSink<W: Write + Send + 'static> {
+    encoder: Encoder<W>,
+    diff_id: Sha256,
+}
+
+impl<W: Write + Send + 'static> TarSink<W> {
+    fn new(encoder: Encoder<W>) -> Self {
+        TarSink {
+            encoder,
+            diff_id: Sha256::new(),
+        }
+    }
+
+    /// The diff_id and the encoder, to be finished.
+    fn finish(self) -> (Digest, Encoder<W>) {
+        let diff_id = Digest::from_sha256(self.diff_id.finalize().into());
+        (diff_id, self.encoder)
+    }
+}
+
+impl<W: Write + Send + 'static> Write for TarSink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.encoder.write(buf)?;
+        self.diff_id.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.encoder.flush()
+    }
+}
+
+impl<W: Write + Send + 'static> CopyFrom for TarSink<W> {
+    /// Reads file data straight into the encoder's buffer, hashing it there: the one copy
+    /// of the data is the kernel's into that buffer.
+    fn copy_from(&mut self, src: &mut dyn Read, len: u64) -> io::Result<()> {
+        let mut remaining = len;
+        while remaining > 0 {
+            let spare = self
+                .encoder
+                .spare(remaining.try_into().unwrap_or(usize::MAX));
+            let n = read_data(src, spare, remaining)?;
+            self.diff_id.update(&spare[..n]);
+            self.encoder.commit(n)?;
+            remaining -= n as u64;
+        }
+        Ok(())
+    }
 }
 
 fn write_memo(memo: &Path, layer: &Layer) -> std::io::Result<()> {
@@ -498,6 +572,125 @@ mod tests {
             layer.descriptor.media_type,
             kiln_oci::media_types::DOCKER_LAYER_GZIP
         );
+    }
+
+    /// The paths of a layer's entries, in order.
+    fn paths(store: &ContentStore, layer: &Layer) -> Vec<String> {
+        read_layer(store, layer)
+            .into_iter()
+            .map(|s| s.path)
+            .collect()
+    }
+
+    #[test]
+    fn entries_come_in_walk_order_as_buildkit_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(&dir.path().join("content")).unwrap();
+        let diff = dir.path().join("diff");
+        for file in ["a-b", "a/b", "a/c/d", "a0", "a.txt", "B", "a/b-c"] {
+            let path = diff.join(file);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, file).unwrap();
+        }
+        let layer = write_layer(&store, &diff, &LayerOptions::default()).unwrap();
+        // Depth first, names in byte order per directory: `a/…` before `a-b` (a sort of whole
+        // paths would put `a-b` first, as '-' < '/').
+        assert_eq!(
+            paths(&store, &layer),
+            ["B", "a/", "a/b", "a/b-c", "a/c/", "a/c/d", "a-b", "a.txt", "a0"]
+        );
+    }
+
+    /// A `security.capability` value (VFS_CAP_REVISION_2: cap_net_bind_service, effective).
+    const CAP_NET_BIND_SERVICE: [u8; 20] = [
+        0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+
+    #[test]
+    fn file_capabilities_and_user_xattrs_are_kept_selinux_labels_are_not() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(&dir.path().join("content")).unwrap();
+        let diff = dir.path().join("diff");
+        fs::create_dir_all(&diff).unwrap();
+        let bin = diff.join("ping");
+        fs::write(&bin, "elf").unwrap();
+        xattr::set(&bin, "security.capability", &CAP_NET_BIND_SERVICE).unwrap();
+        xattr::set(&bin, "user.note", b"kept").unwrap();
+        let labelled = match xattr::set(&bin, "security.selinux", b"system_u:object_r:bin_t:s0") {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("skipped the SELinux label check: cannot set one here ({e})");
+                false
+            }
+        };
+        if labelled {
+            let on_disk = xattr::get(&bin, "security.selinux").unwrap();
+            assert!(on_disk.is_some());
+        }
+        let layer = write_layer(&store, &diff, &LayerOptions::default()).unwrap();
+        let seen = read_layer(&store, &layer);
+        assert_eq!(
+            seen[0].xattrs,
+            [
+                ("security.capability".into(), CAP_NET_BIND_SERVICE.to_vec()),
+                ("user.note".into(), b"kept".to_vec()),
+            ]
+        );
+    }
+
+    /// A diff with a file of text and random MiBs, so gzip has deflated and stored blocks.
+    fn big_diff(root: &Path) {
+        let mut data = crate::parallel_gzip::tests::sample(1_200_000, false);
+        data.extend(crate::parallel_gzip::tests::sample(2_300_000, true));
+        fs::create_dir_all(root.join("data")).unwrap();
+        fs::write(root.join("data/mixed.bin"), &data).unwrap();
+        fs::write(root.join("data/small"), "small\n").unwrap();
+    }
+
+    #[test]
+    fn same_blob_for_any_compression_thread_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(&dir.path().join("content")).unwrap();
+        let diff = dir.path().join("diff");
+        big_diff(&diff);
+        set_mtimes(&diff, 1_600_000_000);
+        for compression in [Compression::default(), Compression::Zstd { level: 3 }] {
+            let opts = LayerOptions {
+                compression,
+                ..LayerOptions::default()
+            };
+            let one = write_layer_threads(&store, &diff, &opts, 1).unwrap();
+            let four = write_layer_threads(&store, &diff, &opts, 4).unwrap();
+            assert_eq!(one, four, "{compression:?}");
+        }
+    }
+
+    #[test]
+    fn a_big_gzip_layer_reads_back_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(&dir.path().join("content")).unwrap();
+        let diff = dir.path().join("diff");
+        big_diff(&diff);
+        let layer = write_layer(&store, &diff, &LayerOptions::default()).unwrap();
+        let blob = fs::read(store.blob_path(&layer.descriptor.digest)).unwrap();
+        let mut tar = Vec::new();
+        flate2::read::MultiGzDecoder::new(&blob[..])
+            .read_to_end(&mut tar)
+            .unwrap();
+        assert_eq!(Digest::of(&tar), layer.diff_id);
+        let mut ar = tar::Archive::new(&tar[..]);
+        let mut entry = ar
+            .entries()
+            .unwrap()
+            .map(Result::unwrap)
+            .find(|e| e.path_bytes().as_ref() == b"data/mixed.bin")
+            .unwrap();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        assert!(data == fs::read(diff.join("data/mixed.bin")).unwrap());
     }
 
     #[test]

@@ -16,10 +16,12 @@ mod exporter;
 mod image;
 mod layer;
 mod oci_layout;
+mod parallel_gzip;
 mod rootfs;
 mod tar_entry;
 mod timestamp;
 mod whiteout;
+mod writer_thread;
 
 pub use compression::Compression;
 pub use error::Error;
@@ -28,7 +30,7 @@ pub use exporter::{
     RootfsExporter,
 };
 pub use image::{write_image, Image, ImageOptions};
-pub use layer::{write_layer, write_layer_memo, Layer, LayerOptions};
+pub use layer::{write_layer, write_layer_memo, write_layer_threads, Layer, LayerOptions};
 pub use oci_layout::{
     write_docker_archive, write_docker_archive_to, write_oci_layout, write_oci_layout_to,
 };

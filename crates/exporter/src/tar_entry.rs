@@ -12,6 +12,8 @@ use tar::{EntryType, Header};
 const USTAR_NAME_MAX: usize = 100;
 const USTAR_ID_MAX: u64 = 0o7_777_777;
 const USTAR_SIZE_MAX: u64 = 0o77_777_777_777;
+/// Tar's record size: headers and data are padded to it.
+const BLOCK: u64 = 512;
 
 /// A header under construction plus the PAX records it needs.
 pub(crate) struct TarEntry {
@@ -95,53 +97,64 @@ impl TarEntry {
         self.pax.insert(format!("SCHILY.xattr.{name}"), value);
     }
 
-    /// Writes the entry followed by its data: exactly [`TarEntry::size`] bytes read from `data`.
-    pub(crate) fn write<W: Write>(
-        mut self,
-        tar: &mut tar::Builder<W>,
-        data: impl Read,
-    ) -> io::Result<()> {
+    /// Writes the PAX header, if any, and the ustar header.
+    fn write_header<W: Write>(&mut self, tar: &mut tar::Builder<W>) -> io::Result<()> {
         if !self.pax.is_empty() {
             tar.append_pax_extensions(self.pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
         }
         self.header.set_cksum();
-        tar.append(&self.header, ExactReader::new(data, self.size))
+        tar.get_mut().write_all(self.header.as_bytes())
+    }
+
+    /// Writes the entry followed by its data: exactly [`TarEntry::size`] bytes read from `data`.
+    pub(crate) fn write<W: CopyFrom>(
+        mut self,
+        tar: &mut tar::Builder<W>,
+        mut data: impl Read,
+    ) -> io::Result<()> {
+        self.write_header(tar)?;
+        let out = tar.get_mut();
+        out.copy_from(&mut data, self.size)?;
+        let padding = (BLOCK - self.size % BLOCK) % BLOCK;
+        out.write_all(&[0; BLOCK as usize][..padding as usize])
     }
 }
 
-/// Reads exactly `remaining` bytes: fails if the source ends early (a file that shrank while
-/// being archived) and ignores anything beyond (one that grew), so the tar stays well formed.
-struct ExactReader<R> {
-    inner: R,
-    remaining: u64,
-}
-
-impl<R: Read> ExactReader<R> {
-    fn new(inner: R, remaining: u64) -> Self {
-        ExactReader { inner, remaining }
-    }
-}
-
-impl<R: Read> Read for ExactReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 {
-            return Ok(0);
+/// A tar destination that takes an entry's data from a reader itself, so it can read a file
+/// straight into its own buffer rather than through an intermediate one.
+pub(crate) trait CopyFrom: Write {
+    /// Copies exactly `len` bytes of `src` (see [`read_data`]).
+    fn copy_from(&mut self, src: &mut dyn Read, len: u64) -> io::Result<()> {
+        let mut buf = vec![0; len.min(1 << 16) as usize];
+        let mut remaining = len;
+        while remaining > 0 {
+            let n = read_data(src, &mut buf, remaining)?;
+            self.write_all(&buf[..n])?;
+            remaining -= n as u64;
         }
-        let max = buf
-            .len()
-            .min(self.remaining.try_into().unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..max])?;
-        if n == 0 {
-            return Err(io::Error::new(
+        Ok(())
+    }
+}
+
+impl CopyFrom for Vec<u8> {}
+impl<W: Write + ?Sized> CopyFrom for &mut W {}
+
+/// Reads some of the `remaining` bytes of an entry's data into `buf`: fails if the source ends
+/// early (a file that shrank while being archived); never reads past `remaining`, so a file
+/// that grew is cut at its archived size and the tar stays well formed.
+pub(crate) fn read_data(src: &mut dyn Read, buf: &mut [u8], remaining: u64) -> io::Result<usize> {
+    let max = buf.len().min(remaining.try_into().unwrap_or(usize::MAX));
+    loop {
+        match src.read(&mut buf[..max]) {
+            Ok(0) if max > 0 => return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
-                    "the file ended {} bytes early; was it changed while being archived?",
-                    self.remaining
+                    "the file ended {remaining} bytes early; was it changed while being archived?"
                 ),
-            ));
+            )),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
         }
-        self.remaining -= n as u64;
-        Ok(n)
     }
 }
 
@@ -191,6 +204,57 @@ mod tests {
         let mut s = String::new();
         e.read_to_string(&mut s).unwrap();
         assert_eq!(s, "root:x:0:0\n");
+    }
+
+    #[test]
+    fn sizes_of_8_gib_and_more_go_to_a_pax_record() {
+        let size = 9 << 30;
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut entry = TarEntry::new(EntryType::Regular, b"big").size(size);
+        entry.write_header(&mut tar).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        let mut ar = tar::Archive::new(&bytes[..]);
+        let mut e = ar.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(e.size(), size);
+        let pax: Vec<(String, String)> = e
+            .pax_extensions()
+            .unwrap()
+            .unwrap()
+            .map(|r| {
+                let r = r.unwrap();
+                (r.key().unwrap().into(), r.value().unwrap().into())
+            })
+            .collect();
+        assert_eq!(pax, [("size".to_string(), size.to_string())]);
+        // Just under the limit is plain ustar.
+        let small = TarEntry::new(EntryType::Regular, b"f").size(USTAR_SIZE_MAX);
+        assert!(small.pax.is_empty());
+    }
+
+    #[test]
+    fn data_is_padded_to_the_record_size() {
+        for len in [0, 1, 511, 512, 513] {
+            let entry = TarEntry::new(EntryType::Regular, b"f").attrs(0o644, 0, 0, 0);
+            let data = vec![b'x'; len];
+            let bytes = write_one(entry, &data);
+            // Header, padded data, end of archive.
+            assert_eq!(bytes.len(), 512 + len.div_ceil(512) * 512 + 1024, "{len}");
+            let mut ar = tar::Archive::new(&bytes[..]);
+            let mut e = ar.entries().unwrap().next().unwrap().unwrap();
+            let mut back = Vec::new();
+            e.read_to_end(&mut back).unwrap();
+            assert_eq!(back, data);
+        }
+    }
+
+    #[test]
+    fn a_growing_source_is_cut_at_its_size() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let entry = TarEntry::new(EntryType::Regular, b"f").size(3);
+        entry.write(&mut tar, &b"abcdef"[..]).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        assert_eq!(bytes.len(), 512 + 512 + 1024);
+        assert_eq!(&bytes[512..516], b"abc\0");
     }
 
     #[test]
