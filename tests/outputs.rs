@@ -322,6 +322,16 @@ fn podman_loads_the_docker_archive() {
         .output()
         .unwrap();
     let _ = Command::new("podman").args(["rmi", "-f", &name]).output();
+    // --load pipes the same archive into `podman load` (docker isn't running here).
+    let loaded = format!("kiln-test-load-{}:2", std::process::id());
+    let out = build(&sb, &["-t", &loaded, "--load"]).ok().stderr();
+    assert!(out.contains("loading into podman"), "{out}");
+    let inspect2 = Command::new("podman")
+        .args(["image", "inspect", "--format", "{{.Id}}", &loaded])
+        .output()
+        .unwrap();
+    let _ = Command::new("podman").args(["rmi", "-f", &loaded]).output();
+    assert_eq!(inspect2.stdout, inspect.stdout);
     assert!(
         inspect.status.success(),
         "{}",
@@ -363,6 +373,31 @@ fn bad_destinations_fail_clearly_and_leave_nothing() {
     result.fails_with(&["Read-only file system"]);
     assert_eq!(fs::read_dir(&ro).unwrap().count(), 0);
     assert_eq!(fs::metadata(&ro).unwrap().nlink(), 2);
+    // A full disk: a small tmpfs that the image doesn't fit in.
+    let small = sb.path("small");
+    fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    sb.file("big.bin", &"x".repeat(1 << 20));
+    sb.dockerfile("FROM scratch\nCOPY big.bin /big.bin\n");
+    let result = build(
+        &sb,
+        &[
+            "-o",
+            &format!(
+                "type=oci,dest={}/out.tar,compression=uncompressed",
+                small.display()
+            ),
+        ],
+    );
+    let left: Vec<_> = fs::read_dir(&small).unwrap().collect();
+    let _ = Command::new("umount").arg(&small).status();
+    result.fails_with(&["No space left on device"]);
+    assert!(left.is_empty(), "{left:?}");
     for (flag, msg) in [
         ("type=image", "needs a name"),
         ("type=oci,dest=x,compression=lz4", "unknown compression"),
@@ -381,7 +416,13 @@ fn push_to_a_registry_and_read_back() {
     let meta = sb.path("meta.json");
     let out = build(
         &sb,
-        &["-t", &app, "--push", "--metadata-file", meta.to_str().unwrap()],
+        &[
+            "-t",
+            &app,
+            "--push",
+            "--metadata-file",
+            meta.to_str().unwrap(),
+        ],
     )
     .ok()
     .stderr();
@@ -396,7 +437,11 @@ fn push_to_a_registry_and_read_back() {
         .arg(format!("docker://{app}"))
         .output()
         .unwrap();
-    assert!(raw.status.success(), "{}", String::from_utf8_lossy(&raw.stderr));
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&raw.stdout).trim(), digest);
     // skopeo copies it out with the same digest, and umoci unpacks it.
     let copy = sb.path("copy");
