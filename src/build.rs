@@ -33,6 +33,8 @@ struct Inputs {
 
 pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     reject_unsupported(&args)?;
+    let secrets = crate::secrets::read(&args.secret)?;
+    let ssh = crate::ssh::sockets(&args.ssh)?;
     let progress = Progress::new(args.progress)?;
     let inputs = read_inputs(&args)?;
     let mut inputs = inputs;
@@ -117,6 +119,8 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         no_cache_filter: &no_cache_filter,
         cancel: crate::interrupt::flag(),
         jobs: args.jobs.unwrap_or_else(kiln_solver::default_jobs),
+        secrets: &secrets,
+        ssh: &ssh,
     };
     let solved = match solver.solve(&request, &|e| progress.event(e)) {
         Ok(solved) => solved,
@@ -411,7 +415,6 @@ fn parse_labels(flags: &[String]) -> Result<BTreeMap<String, String>> {
 /// Flags that are parsed but not implemented yet fail clearly instead of doing nothing.
 fn reject_unsupported(args: &BuildArgs) -> Result<()> {
     let unsupported = [
-        ("--secret", !args.secret.is_empty()),
         ("--cache-from", !args.cache_from.is_empty()),
         ("--cache-to", !args.cache_to.is_empty()),
     ];

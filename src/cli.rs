@@ -20,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile.
     Build(Box<BuildArgs>),
+    /// Remove build cache: empties the cache mounts (`RUN --mount=type=cache`).
+    Prune(PruneArgs),
     /// List the images of kiln's local image store.
     Images(ImagesArgs),
     /// Remove images from the local image store.
@@ -83,6 +85,10 @@ pub enum SaveFormat {
     Oci,
 }
 
+/// `kiln prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {}
+
 /// `kiln build`, with buildx's flags.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -113,6 +119,10 @@ pub struct BuildArgs {
     /// Secret to expose to the build (`id=ID,src=PATH` or `id=ID,env=VAR`).
     #[arg(long, value_name = "SPEC")]
     pub secret: Vec<String>,
+
+    /// SSH agent socket to expose to the build (`default` for $SSH_AUTH_SOCK, or `ID=SOCKET`).
+    #[arg(long, value_name = "default|ID=SOCKET")]
+    pub ssh: Vec<String>,
 
     /// Output destination (`type=oci,dest=PATH[,tar=false]`, …).
     #[arg(short = 'o', long = "output", value_name = "SPEC")]

@@ -6,6 +6,9 @@ mod images;
 mod interrupt;
 mod output;
 mod progress;
+mod prune;
+mod secrets;
+mod ssh;
 mod state;
 
 use clap::Parser;
@@ -21,6 +24,7 @@ fn main() -> ExitCode {
     interrupt::install();
     let result = match cli.command {
         cli::Command::Build(args) => build::run(&root, *args),
+        cli::Command::Prune(_) => prune::run(&root),
         cli::Command::Images(args) => images::list(&root, args),
         cli::Command::Rmi(args) => images::remove(&root, args),
         cli::Command::Push(args) => images::push_command(&root, args),

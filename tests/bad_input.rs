@@ -117,26 +117,12 @@ fn malformed_flags() {
 #[test]
 fn not_supported_yet_names_the_line() {
     fails(
-        "FROM scratch\nCOPY f.txt /\nRUN --mount=type=cache,target=/c true\n",
-        &[],
-        &[
-            "Dockerfile:3",
-            "RUN --mount=type=cache is not supported yet",
-            "RUN --mount=type=cache",
-        ],
-    );
-    fails(
         "FROM scratch\nCOPY --link --chown=app f.txt /\n",
         &[],
         &[
             "Dockerfile:2",
             "--link with --chown by name is not supported yet",
         ],
-    );
-    fails(
-        "FROM scratch\n",
-        &["--secret", "id=a,src=f"],
-        &["--secret is not supported yet"],
     );
 }
 

@@ -292,16 +292,6 @@ RUN --mount=type=tmpfs,target=/scratch echo x > /scratch/f && ls /scratch > /scr
 }
 
 #[test]
-fn run_mount_cache_is_not_supported_yet() {
-    let (_reg, base, _rts) = setup();
-    let sb = Sandbox::new();
-    sb.dockerfile(&format!(
-        "FROM {base}\nRUN --mount=type=cache,target=/c true\n"
-    ));
-    build(&sb, "builtin", &[]).fails_with(&["RUN --mount=type=cache is not supported yet"]);
-}
-
-#[test]
 fn env_and_arg_visible_to_run_but_args_not_in_config() {
     let (_reg, base, rts) = setup();
     for rt in rts {

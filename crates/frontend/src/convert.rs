@@ -1402,10 +1402,30 @@ impl<'a> Converter<'a> {
                 .find(|(n, _)| n == k)
                 .and_then(|(_, v)| v.clone())
         };
+        // Boolean options as Go's strconv.ParseBool reads them; a bare key means true.
+        let mut flags: Vec<(String, bool)> = Vec::new();
+        for (k, v) in &fields {
+            if !["required", "ro", "readonly", "rw", "readwrite"].contains(&k.as_str()) {
+                continue;
+            }
+            let value = match v.as_deref() {
+                None | Some("1" | "t" | "T" | "true" | "TRUE" | "True") => true,
+                Some("0" | "f" | "F" | "false" | "FALSE" | "False") => false,
+                Some(other) => {
+                    return Err(self.err(
+                        span,
+                        format!("invalid value for {k}: {other} (expected true or false)"),
+                    ))
+                }
+            };
+            flags.push((k.clone(), value));
+        }
         let has = |k: &str| {
-            fields
+            flags
                 .iter()
-                .any(|(n, v)| n == k && v.as_deref() != Some("false"))
+                .rev()
+                .find(|(n, _)| n == k)
+                .is_some_and(|f| f.1)
         };
         let kind = get("type").unwrap_or_else(|| "bind".into());
         let allowed: &[&str] = match kind.as_str() {
@@ -1444,6 +1464,8 @@ impl<'a> Converter<'a> {
             "secret" => &[
                 "type",
                 "id",
+                "source",
+                "src",
                 "target",
                 "dst",
                 "destination",
@@ -1482,17 +1504,30 @@ impl<'a> Converter<'a> {
         let target = get("target")
             .or_else(|| get("dst"))
             .or_else(|| get("destination"));
+        if let Some(t) = &target {
+            if climbs_out(&st.workdir(), t) {
+                return Err(self.err(
+                    span,
+                    format!("invalid mount target {t:?}: it is outside the root filesystem"),
+                ));
+            }
+        }
         let file = self.file().clone();
         let octal = |k: &str, default: u32| -> Result<u32, Error> {
             match get(k) {
                 None => Ok(default),
-                Some(v) => u32::from_str_radix(&v, 8).map_err(|_| {
-                    Error::at(
-                        &file,
-                        span,
-                        format!("invalid {k}={v} in --mount: expected an octal mode"),
-                    )
-                }),
+                Some(v) => u32::from_str_radix(&v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| {
+                        Error::at(
+                            &file,
+                            span,
+                            format!(
+                                "invalid {k}={v} in --mount: expected an octal mode (at most 7777)"
+                            ),
+                        )
+                    }),
             }
         };
         let number = |k: &str| -> Result<u32, Error> {
@@ -1568,13 +1603,12 @@ impl<'a> Converter<'a> {
                     },
                 },
                 "secret" => MountKind::Secret {
-                    id: get("id")
-                        .or_else(|| {
-                            target
-                                .as_ref()
-                                .map(|t| t.rsplit('/').next().unwrap_or_default().to_string())
-                        })
-                        .unwrap_or_default(),
+                    id: secret_id(
+                        get("id"),
+                        get("source").or_else(|| get("src")),
+                        target.as_deref(),
+                    )
+                    .map_err(|m| self.err(span, m))?,
                     env: get("env"),
                     required: has("required"),
                     mode: octal("mode", 0o400)?,
@@ -1594,10 +1628,11 @@ impl<'a> Converter<'a> {
                 if env.is_some() {
                     String::new()
                 } else {
-                    format!("/run/secrets/{id}")
+                    format!("/run/secrets/{}", base_name(id))
                 }
             }
-            (MountKind::Ssh { .. }, None) => "/run/buildkit/ssh_agent.0".into(),
+            // The solver picks /run/buildkit/ssh_agent.N, N counting the step's ssh mounts.
+            (MountKind::Ssh { .. }, None) => String::new(),
             _ => required_target(&target)?,
         };
         if target == "/" {
@@ -1980,6 +2015,52 @@ fn parse_chown(s: &str) -> Chown {
             group: None,
         },
     }
+}
+
+/// The last element of a slash path (`path.Base`, without its `.` for empty paths).
+fn base_name(p: &str) -> &str {
+    p.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+}
+
+/// A secret mount's id as BuildKit picks it: `id`, or `source` (another name for it), or the
+/// target's file name.
+fn secret_id(
+    id: Option<String>,
+    source: Option<String>,
+    target: Option<&str>,
+) -> Result<String, &'static str> {
+    match (id, source) {
+        (Some(_), Some(_)) => Err("both source and id can't be set"),
+        (Some(id), None) | (None, Some(id)) if !id.is_empty() => Ok(id),
+        _ => match target.map(base_name) {
+            Some(name) if !name.is_empty() => Ok(name.to_string()),
+            _ => Err("invalid secret mount: one of id, source or target is required"),
+        },
+    }
+}
+
+/// Whether `p`, relative to `base` unless absolute, climbs above the root with `..`.
+fn climbs_out(base: &str, p: &str) -> bool {
+    let joined = if p.starts_with('/') {
+        p.to_string()
+    } else {
+        format!("{base}/{p}")
+    };
+    let mut depth = 0usize;
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return true,
+            },
+            _ => depth += 1,
+        }
+    }
+    false
 }
 
 /// `base` joined with `p` (absolute `p` wins), cleaned.

@@ -3,6 +3,7 @@
 //! run processes. It knows nothing of Dockerfile syntax nor of output formats.
 
 pub mod cachekey;
+pub mod cachemount;
 pub mod contenthash;
 pub mod executor;
 pub mod explain;
@@ -15,6 +16,6 @@ pub mod source_oci_layout;
 
 pub use op::*;
 pub use solve::{
-    default_jobs, human_bytes, Event, Layer, LayerBlob, SolveError, SolveRequest, Solved, Solver,
-    StepError,
+    default_jobs, human_bytes, Event, Layer, LayerBlob, Secrets, SolveError, SolveRequest, Solved,
+    Solver, StepError,
 };

@@ -4,9 +4,10 @@
 //! computes ops of equal keys once; this module says what each kind of op does.
 
 use crate::cachekey::{tree_digest_cached, CacheKey, KeyBuilder};
+use crate::cachemount::{CacheMounts, CacheName, Lease};
 use crate::contenthash::{copy_selection, SelectedEntry};
 use crate::executor::{
-    resolve_in_root, ExecError, ExecMount, ExecMountKind, ExecSpec, Executor, Stream,
+    resolve_in_root, ExecError, ExecMount, ExecMountKind, ExecSpec, Executor, SecretBytes, Stream,
 };
 use crate::explain::{
     self, action_definition, ActionInputs, CopySource, ExecInputs, FileInputs, ParentInputs,
@@ -14,7 +15,8 @@ use crate::explain::{
 };
 use crate::fileop::{self, FileOpOptions, SourceFs};
 use crate::op::{
-    CopyAction, ExecOp, FileAction, Graph, Location, MountKind, Op, OpId, OpNode, Source,
+    CacheSharing, CopyAction, ExecOp, FileAction, Graph, Location, MountKind, Op, OpId, OpNode,
+    Source,
 };
 use crate::scheduler::{self, Failure, Failures, Inputs, Job, Plan, StepContext};
 use crate::{source_http, source_oci_layout};
@@ -24,7 +26,7 @@ use kiln_oci::{Descriptor, Digest, Platform};
 use kiln_patterns::PatternMatcher;
 use kiln_registry::Reference;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -143,6 +145,20 @@ pub struct SolveRequest<'a> {
     pub cancel: &'a AtomicBool,
     /// How many ops may run at once (0 counts as 1); [`default_jobs`] is one per CPU.
     pub jobs: usize,
+    /// Secret values by id, for `RUN --mount=type=secret`. They reach the step's process only:
+    /// never a key, a record, an event or a layer.
+    pub secrets: &'a Secrets,
+    /// Host sockets (SSH agents) by id, forwarded into steps by `RUN --mount=type=ssh`.
+    pub ssh: &'a HashMap<String, PathBuf>,
+}
+
+/// Build secrets by id.
+pub type Secrets = HashMap<String, SecretBytes>;
+
+/// What a step's mounts read from outside the graph.
+struct MountInputs {
+    secrets: Secrets,
+    ssh: HashMap<String, PathBuf>,
 }
 
 /// One job per CPU the process may use.
@@ -173,6 +189,8 @@ struct Worker {
     content: ContentStore,
     registry: Arc<kiln_registry::Client>,
     executor: Box<dyn Executor>,
+    /// `RUN --mount=type=cache` directories, in the state directory.
+    cache_mounts: CacheMounts,
 }
 
 impl Solver {
@@ -185,6 +203,7 @@ impl Solver {
         Solver {
             worker: Arc::new(Worker {
                 records: RecordStore::open(snapshots.root()),
+                cache_mounts: CacheMounts::new(snapshots.root()),
                 snapshots,
                 content,
                 registry,
@@ -206,6 +225,7 @@ impl Solver {
                 .map(|id| (id, req.graph.inputs(id)))
                 .collect(),
         };
+        check_required_mounts(req, &plan)?;
         let job = Arc::new(GraphJob {
             worker: self.worker.clone(),
             graph: Arc::new(req.graph.clone()),
@@ -217,6 +237,10 @@ impl Solver {
                 .map(|s| s.to_lowercase())
                 .collect(),
             identities: step_identities(req.graph, &plan, req.locals.get("context")),
+            mount_inputs: Arc::new(MountInputs {
+                secrets: req.secrets.clone(),
+                ssh: req.ssh.clone(),
+            }),
         });
         let mut done = scheduler::solve(job, &plan, req.jobs, req.cancel, events)
             .map_err(|failures| solve_error(req.graph, failures))?;
@@ -240,6 +264,44 @@ impl Solver {
                 })
             }
         }
+    }
+}
+
+/// Fails, before anything runs, when a step the target needs requires a secret or an SSH
+/// socket that the build wasn't given (BuildKit fails such a step when it starts).
+fn check_required_mounts(req: &SolveRequest<'_>, plan: &Plan) -> Result<(), SolveError> {
+    let mut failures = Vec::new();
+    for &op in plan.inputs.keys() {
+        let node = &req.graph.nodes[op];
+        let Op::Exec(e) = &node.op else { continue };
+        for m in &e.mounts {
+            let message = match &m.kind {
+                MountKind::Secret {
+                    id, required: true, ..
+                } if !req.secrets.contains_key(id) => {
+                    format!("secret {id:?} is required by RUN --mount=type=secret but was not given to the build")
+                }
+                MountKind::Ssh {
+                    id, required: true, ..
+                } if !req.ssh.contains_key(id) => {
+                    format!("SSH agent {id:?} is required by RUN --mount=type=ssh but was not given to the build")
+                }
+                _ => continue,
+            };
+            failures.push(StepError {
+                op_name: node.meta.name.clone(),
+                location: node.meta.location.clone(),
+                message,
+            });
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(SolveError {
+            failures,
+            cancelled: Vec::new(),
+        })
     }
 }
 
@@ -289,6 +351,7 @@ struct GraphJob {
     no_cache_stages: HashSet<String>,
     /// The record identity of each step that makes a layer and has a step id.
     identities: HashMap<OpId, String>,
+    mount_inputs: Arc<MountInputs>,
 }
 
 /// What names each layer-making step's record: the build context's directory and the step id
@@ -526,16 +589,6 @@ impl GraphJob {
                 Ok(source(image_key(&layers), Output::Layers(layers)))
             }
             Op::Exec(e) => {
-                if let Some(kind) = e.mounts.iter().find_map(|m| match m.kind {
-                    MountKind::Cache { .. } => Some("cache"),
-                    MountKind::Secret { .. } => Some("secret"),
-                    MountKind::Ssh { .. } => Some("ssh"),
-                    MountKind::Bind { .. } | MountKind::Tmpfs { .. } => None,
-                }) {
-                    return Err(Failure::Failed(format!(
-                        "RUN --mount=type={kind} is not supported yet"
-                    )));
-                }
                 let key = exec_key(e, keys);
                 let record = || StepRecord {
                     key: key.hex(),
@@ -543,8 +596,15 @@ impl GraphJob {
                     inputs: StepInputs::Exec(ExecInputs::new(e, keys)),
                 };
                 let base = (&outputs[&e.rootfs], ran.contains(&e.rootfs));
+                let cx = RunContext {
+                    outputs,
+                    keys,
+                    inputs: &self.mount_inputs,
+                    cancel: ctx.cancel_flag(),
+                    log: &log,
+                };
                 self.layer_step(id, node, key, base, record, ctx, |base, sid| {
-                    worker.run_exec(base, e, sid, outputs, ctx.cancel_flag(), &log)
+                    worker.run_exec(base, e, sid, &cx)
                 })
             }
             Op::File(f) => {
@@ -827,10 +887,9 @@ impl Worker {
         base: &[Layer],
         e: &ExecOp,
         sid: &SnapshotId,
-        outputs: &HashMap<OpId, Output>,
-        cancel: &AtomicBool,
-        log: &dyn Fn(String),
+        cx: &RunContext<'_>,
     ) -> Result<(), Failure> {
+        let (cancel, log) = (cx.cancel, cx.log);
         let prepared = self.snapshots.prepare().map_err(|e| e.to_string())?;
         let mut step_mounts = StepMounts::default();
         let result = (|| {
@@ -839,16 +898,16 @@ impl Worker {
                 .snapshots
                 .mount_rw(&lower, &prepared)
                 .map_err(|e| e.to_string())?;
-            let spec = ExecSpec {
+            let mut spec = ExecSpec {
                 rootfs: rootfs.path().to_path_buf(),
                 args: e.args.clone(),
                 env: e.env.clone(),
                 cwd: e.cwd.clone(),
                 user: e.user.clone(),
                 network: e.network,
-                mounts: self.prepare_mounts(e, outputs, &mut step_mounts)?,
                 ..Default::default()
             };
+            self.prepare_mounts(e, cx, &mut spec, &mut step_mounts)?;
             let mut lines = LineSplitter::default();
             let code = self
                 .executor
@@ -883,47 +942,187 @@ impl Worker {
         }
     }
 
-    /// The exec op's bind and tmpfs mounts as the executor takes them, with what keeps their
-    /// sources alive (read-only views, throwaway layers) added to `keep`, as BuildKit's exec
-    /// op prepares its mounts: a bind of a stage or image is a read-only view of its layers, or
-    /// with `rw` a writable layer on top of them that is thrown away after the step; a bind of
-    /// a local directory (the context) is that directory as `.dockerignore` filters it.
+    /// The exec op's mounts as the executor takes them, added to `spec`, with what keeps
+    /// their sources alive (read-only views, throwaway layers, cache mount locks) added to
+    /// `keep`, as BuildKit's exec op prepares its mounts: a bind of a stage or image is a
+    /// read-only view of its layers, or with `rw` a writable layer on top of them that is
+    /// thrown away after the step; a bind of a local directory (the context) is that directory
+    /// as `.dockerignore` filters it; a cache mount is a directory of the state directory; a
+    /// secret is a file the executor makes on a tmpfs (and/or an environment variable); an SSH
+    /// mount is a socket the executor forwards to the agent. A secret or SSH agent the build
+    /// wasn't given mounts nothing (required ones were checked before the solve started).
     fn prepare_mounts(
         &self,
         e: &ExecOp,
-        outputs: &HashMap<OpId, Output>,
+        cx: &RunContext<'_>,
+        spec: &mut ExecSpec,
         keep: &mut StepMounts,
-    ) -> Result<Vec<ExecMount>, String> {
-        let mut mounts = Vec::new();
+    ) -> Result<(), Failure> {
+        let mut ssh_mounts = 0;
         for m in &e.mounts {
+            let mount = |source: PathBuf, readonly: bool, kind: ExecMountKind| ExecMount {
+                source,
+                target: m.target.clone(),
+                readonly,
+                kind,
+                size: None,
+            };
             match &m.kind {
-                MountKind::Tmpfs { size } => mounts.push(ExecMount {
-                    source: PathBuf::new(),
-                    target: m.target.clone(),
-                    readonly: false,
-                    kind: ExecMountKind::Tmpfs,
+                MountKind::Tmpfs { size } => spec.mounts.push(ExecMount {
                     size: *size,
+                    ..mount(PathBuf::new(), false, ExecMountKind::Tmpfs)
                 }),
                 MountKind::Bind {
                     from,
                     source,
                     readwrite,
                 } => {
-                    let path = self.bind_source(&outputs[from], source, *readwrite, keep)?;
-                    mounts.push(ExecMount {
-                        source: path,
-                        target: m.target.clone(),
-                        readonly: !readwrite,
-                        kind: ExecMountKind::Bind,
-                        size: None,
-                    });
+                    let path = self.bind_source(&cx.outputs[from], source, *readwrite, keep)?;
+                    spec.mounts
+                        .push(mount(path, !readwrite, ExecMountKind::Bind));
                 }
-                MountKind::Cache { .. } | MountKind::Secret { .. } | MountKind::Ssh { .. } => {
-                    return Err("RUN --mount of this type is not supported yet".into())
+                MountKind::Cache {
+                    readonly, sharing, ..
+                } => {
+                    let lease = self.cache_mount(m, *sharing, cx)?;
+                    spec.mounts
+                        .push(mount(lease.data.clone(), *readonly, ExecMountKind::Bind));
+                    keep.caches.push(lease);
+                }
+                MountKind::Secret {
+                    id,
+                    env,
+                    mode,
+                    uid,
+                    gid,
+                    required: _,
+                } => {
+                    let Some(value) = cx.inputs.secrets.get(id) else {
+                        continue;
+                    };
+                    if let Some(name) = env {
+                        spec.secret_env.push((name.clone(), value.clone()));
+                    }
+                    if !m.target.is_empty() {
+                        let file = ExecMountKind::File {
+                            contents: value.clone(),
+                            mode: *mode,
+                            uid: *uid,
+                            gid: *gid,
+                        };
+                        spec.mounts.push(mount(PathBuf::new(), true, file));
+                    }
+                }
+                MountKind::Ssh {
+                    id,
+                    mode,
+                    uid,
+                    gid,
+                    required: _,
+                } => {
+                    // As BuildKit's LLB: /run/buildkit/ssh_agent.N by default, and the first
+                    // one is SSH_AUTH_SOCK unless the step sets that itself.
+                    let target = if m.target.is_empty() {
+                        format!("/run/buildkit/ssh_agent.{ssh_mounts}")
+                    } else {
+                        m.target.clone()
+                    };
+                    let has_sock = spec.env.iter().any(|kv| kv.starts_with("SSH_AUTH_SOCK="));
+                    if ssh_mounts == 0 && !has_sock {
+                        spec.env.push(format!("SSH_AUTH_SOCK={target}"));
+                    }
+                    ssh_mounts += 1;
+                    let Some(socket) = cx.inputs.ssh.get(id) else {
+                        continue;
+                    };
+                    let kind = ExecMountKind::Socket {
+                        mode: *mode,
+                        uid: *uid,
+                        gid: *gid,
+                    };
+                    spec.mounts.push(ExecMount {
+                        target,
+                        ..mount(socket.clone(), false, kind)
+                    });
                 }
             }
         }
-        Ok(mounts)
+        Ok(())
+    }
+
+    /// The cache mount `m`'s directory, waiting for other users as its sharing mode says. A
+    /// fresh one is seeded from its `from` filesystem's `source`, or else made empty with the
+    /// mount's mode and owner.
+    fn cache_mount(
+        &self,
+        m: &crate::op::Mount,
+        sharing: CacheSharing,
+        cx: &RunContext<'_>,
+    ) -> Result<Lease, Failure> {
+        let MountKind::Cache {
+            id,
+            from,
+            source,
+            mode,
+            uid,
+            gid,
+            ..
+        } = &m.kind
+        else {
+            unreachable!("called for cache mounts only")
+        };
+        let name = CacheName {
+            id,
+            seed: from.map(|f| (cx.keys[&f].hex(), source.as_str())),
+            mode: *mode,
+            uid: *uid,
+            gid: *gid,
+        };
+        let init = |dir: &Path| -> Result<(), String> {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir(dir).map_err(|e| e.to_string())?;
+            match from {
+                Some(from) => self.seed_cache(&cx.outputs[from], source, dir),
+                None => std::os::unix::fs::chown(dir, Some(*uid), Some(*gid))
+                    .and_then(|()| {
+                        std::fs::set_permissions(
+                            dir,
+                            std::fs::Permissions::from_mode(*mode & 0o7777),
+                        )
+                    })
+                    .map_err(|e| e.to_string()),
+            }
+        };
+        self.cache_mounts
+            .acquire(&name, sharing, cx.cancel, cx.log, &init)
+    }
+
+    /// Copies `source` of `output` into the empty directory `dir`.
+    fn seed_cache(&self, output: &Output, source: &str, dir: &Path) -> Result<(), String> {
+        let copy = FileAction::Copy(CopyAction {
+            source: 0,
+            src: vec![source.to_string()],
+            dest: "/".into(),
+            owner: None,
+            mode: None,
+            extract_archives: false,
+            exclude: Vec::new(),
+            parents: false,
+        });
+        let (fs, _view) = match output {
+            Output::Local { root, ignore, .. } => (
+                SourceFs::local(root.clone(), "the build context", ignore.clone()),
+                None,
+            ),
+            Output::Layers(layers) => {
+                let dirs: Vec<PathBuf> = layers.iter().map(|l| l.diff.clone()).collect();
+                let view = self.snapshots.mount_ro(&dirs).map_err(|e| e.to_string())?;
+                let fs = SourceFs::snapshot(view.path().to_path_buf(), "the cache mount's source");
+                (fs, Some(view))
+            }
+        };
+        fileop::apply(&copy, dir, &|_| fs.clone(), &FileOpOptions::default())
+            .map_err(|e| format!("RUN --mount=type=cache: {e}"))
     }
 
     /// The host path to bind for `source` of `output`.
@@ -1054,6 +1253,15 @@ impl Worker {
     }
 }
 
+/// What a RUN step reads besides its rootfs, and what it reports to.
+struct RunContext<'a> {
+    outputs: &'a HashMap<OpId, Output>,
+    keys: &'a HashMap<OpId, CacheKey>,
+    inputs: &'a MountInputs,
+    cancel: &'a AtomicBool,
+    log: &'a dyn Fn(String),
+}
+
 /// What keeps the sources of an exec op's mounts alive until the process is gone.
 #[derive(Default)]
 struct StepMounts {
@@ -1061,11 +1269,15 @@ struct StepMounts {
     views: Vec<Mounted>,
     /// Throwaway writable layers (mounted over their lower layers) and copies.
     scratch: Vec<(Option<Mounted>, kiln_cache::Prepared)>,
+    /// Cache mounts in use (their locks).
+    caches: Vec<Lease>,
 }
 
 impl StepMounts {
-    /// Unmounts the views and throws the writable layers and copies away.
+    /// Unmounts the views, throws the writable layers and copies away and lets the cache
+    /// mounts go.
     fn release(self, snapshots: &SnapshotStore) {
+        drop(self.caches);
         drop(self.views);
         for (mounted, prepared) in self.scratch {
             drop(mounted);

@@ -1,0 +1,61 @@
+//! `kiln prune`: empties the cache mounts (`RUN --mount=type=cache`) of the state directory and
+//! says what it removed. Builds hold a shared lock on the state directory for as long as they
+//! run, so prune takes it exclusively (as a crash clean-up in [`crate::state`] does) and waits
+//! for running builds to finish first; builds that start meanwhile wait for prune.
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::File;
+use std::path::Path;
+
+pub fn run(root: &Path) -> Result<()> {
+    if !root.is_dir() {
+        println!("nothing to prune: {} does not exist", root.display());
+        return Ok(());
+    }
+    let _lock = lock_exclusive(root)?;
+    let pruned = kiln_solver::cachemount::prune(root)
+        .with_context(|| format!("removing the cache mounts of {}", root.display()))?;
+    for cache in &pruned {
+        println!(
+            "removed cache mount {}\t{}",
+            cache.id,
+            kiln_solver::human_bytes(cache.bytes)
+        );
+    }
+    let total: u64 = pruned.iter().map(|c| c.bytes).sum();
+    println!(
+        "Total: {} cache mount{} removed, {} reclaimed",
+        pruned.len(),
+        if pruned.len() == 1 { "" } else { "s" },
+        kiln_solver::human_bytes(total)
+    );
+    Ok(())
+}
+
+/// The state directory's lock, held exclusively: no build is running on it.
+fn lock_exclusive(root: &Path) -> Result<Flock<File>> {
+    let path = root.join("lock");
+    let open = || {
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))
+    };
+    match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((file, Errno::EWOULDBLOCK)) => {
+            eprintln!(
+                "waiting for the builds running on {} to finish",
+                root.display()
+            );
+            Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, e)| e)
+                .with_context(|| format!("locking {}", path.display()))
+        }
+        Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
