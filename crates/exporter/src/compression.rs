@@ -43,7 +43,7 @@ impl Compression {
 }
 
 /// The threads a layer is compressed with by default: one per core, up to 8, as the data in
-/// flight grows with each (~10 MiB per zstd worker) and one tarring thread can feed no more.
+/// flight grows with each (~2 MiB per gzip thread, ~10 MiB per zstd worker).
 pub(crate) fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
@@ -57,7 +57,7 @@ const ZSTD_JOB: u32 = 4 << 20;
 /// [`Encoder::finish`] writes the trailer and returns `W`.
 ///
 /// Whatever the thread count, the output is the same bytes: gzip cuts blocks at fixed sizes
-/// (see [`ParallelGzip`]) and multithreaded zstd cuts jobs at sizes set by the level, never
+/// (see [`ParallelGzip`]) and multithreaded zstd cuts jobs at a fixed size ([`ZSTD_JOB`]), never
 /// by the number of workers (it always runs with at least one worker, as single-threaded
 /// zstd writes other bytes).
 pub(crate) enum Encoder<W: Write + Send + 'static> {

@@ -146,12 +146,14 @@ pub(crate) fn read_data(src: &mut dyn Read, buf: &mut [u8], remaining: u64) -> i
     let max = buf.len().min(remaining.try_into().unwrap_or(usize::MAX));
     loop {
         match src.read(&mut buf[..max]) {
-            Ok(0) if max > 0 => return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
+            Ok(0) if max > 0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
                     "the file ended {remaining} bytes early; was it changed while being archived?"
                 ),
-            )),
+                ))
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             result => return result,
         }
