@@ -318,7 +318,8 @@ pub fn load(
     written.with_context(|| format!("sending the image to `{engine} load`"))
 }
 
-/// Base images: the local image store first (for tag references), then the registry.
+/// Base images: the local image store first (for tag references), a manifest pinned by digest
+/// that is in the content store already, then the registry.
 pub struct Resolver {
     pub client: Arc<kiln_registry::Client>,
     pub content: ContentStore,
@@ -326,8 +327,20 @@ pub struct Resolver {
 
 impl Resolver {
     fn local(&self, r: &Reference, platform: &Platform) -> Option<ResolvedImage> {
-        if r.digest.is_some() {
-            return None;
+        if let Some(digest) = &r.digest {
+            // A manifest pinned by digest never changes: one pulled before is used as it is.
+            let descriptor = Descriptor::new(media_types::OCI_MANIFEST, digest.clone(), 0);
+            let image = read_image(&self.content, &descriptor).ok()?;
+            if image.config.os != platform.os || image.config.architecture != platform.architecture
+            {
+                return None;
+            }
+            return Some(ResolvedImage {
+                reference: r.to_string(),
+                digest: Some(digest.clone()),
+                config: image.config,
+                layout: None,
+            });
         }
         let store = ImageStore::open(&self.content).ok()?;
         let descriptor = store.get(&r.to_string()).ok()??;

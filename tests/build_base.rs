@@ -249,3 +249,30 @@ fn index_with_two_platforms_picks_the_hosts() {
         "the host's variant"
     );
 }
+
+#[test]
+fn a_base_pinned_by_digest_builds_again_without_its_registry() {
+    let reg = Registry::start(None);
+    let base = reg.push_busybox();
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{base}"))
+        .output()
+        .unwrap();
+    let digest = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let sb = Sandbox::new();
+    let pinned = format!("{}@{digest}", base.rsplit_once(':').unwrap().0);
+    sb.file("f.txt", "F")
+        .dockerfile(&format!("FROM {pinned}\nCOPY f.txt /f.txt\n"));
+    sb.build_oci("out", &[]).ok();
+    let first = common::manifest_digest(&sb.path("out"));
+    // The registry goes away: the manifest, config and layers kiln has are enough, as long as
+    // the base is pinned by digest (a tag could have moved).
+    drop(reg);
+    sb.build_oci("out", &[]).ok();
+    assert_eq!(common::manifest_digest(&sb.path("out")), first);
+    sb.file("f.txt", "changed");
+    sb.build_oci("out", &[]).ok();
+    let rootfs = sb.unpack("out", "latest");
+    assert_eq!(fs::read_to_string(rootfs.join("f.txt")).unwrap(), "changed");
+}

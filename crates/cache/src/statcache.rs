@@ -17,16 +17,17 @@
 //! fails its checksum, names another context or has another version is ignored.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const MAGIC: &[u8; 8] = b"KILNSTC1";
+const MAGIC: &[u8; 8] = b"KILNSTC2";
 const DEFAULT_RACY_WINDOW: Duration = Duration::from_secs(1);
 
 /// The stat fields an entry is trusted by.
@@ -62,6 +63,9 @@ impl StatFields {
 struct Entry {
     stat: StatFields,
     hash: [u8; 32],
+    /// The caller's digest of the file's xattrs, once asked for ([`StatCache::xattrs_digest`]):
+    /// setting an xattr changes the ctime, so the same stat fields mean the same xattrs.
+    xattrs: Option<[u8; 32]>,
     /// Looked up or recorded by this process.
     used: bool,
 }
@@ -70,7 +74,14 @@ struct Entry {
 struct Inner {
     entries: HashMap<Vec<u8>, Entry>,
     dirty: bool,
+    /// Directory listings seen by this process (never saved), by directory relative to the
+    /// context: the walk that keys the context records them, so the walks that select what a
+    /// COPY reads don't list and stat the same directories again.
+    listings: HashMap<PathBuf, Arc<Listing>>,
 }
+
+/// The entries of one directory, sorted by name, each with its `symlink_metadata`.
+pub type Listing = Vec<(OsString, Metadata)>;
 
 /// How much work the cache saved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -177,12 +188,52 @@ impl StatCache {
             let entry = Entry {
                 stat,
                 hash,
+                xattrs: None,
                 used: true,
             };
             inner.entries.insert(key.to_vec(), entry);
             inner.dirty = true;
         }
         Ok(hash)
+    }
+
+    /// A digest of the xattrs of the file known as `rel` whose `symlink_metadata` is `meta`:
+    /// remembered with the file's entry (made by [`StatCache::hash_file`]) while its stat
+    /// fields stay the same, else `compute`d. Saves one `listxattr` per unchanged file.
+    pub fn xattrs_digest(
+        &self,
+        rel: &Path,
+        meta: &Metadata,
+        compute: impl FnOnce() -> [u8; 32],
+    ) -> [u8; 32] {
+        let stat = StatFields::of(meta);
+        let key = rel.as_os_str().as_bytes();
+        if let Some(digest) = self
+            .lock()
+            .entries
+            .get(key)
+            .filter(|e| e.stat == stat)
+            .and_then(|e| e.xattrs)
+        {
+            return digest;
+        }
+        let digest = compute();
+        let mut inner = self.lock();
+        if let Some(entry) = inner.entries.get_mut(key).filter(|e| e.stat == stat) {
+            entry.xattrs = Some(digest);
+            inner.dirty = true;
+        }
+        digest
+    }
+
+    /// Remembers, for this process, the listing of the context directory `rel`.
+    pub fn record_listing(&self, rel: &Path, listing: Listing) {
+        self.lock().listings.insert(normal(rel), Arc::new(listing));
+    }
+
+    /// The listing of the context directory `rel` that this process recorded, if any.
+    pub fn listing(&self, rel: &Path) -> Option<Arc<Listing>> {
+        self.lock().listings.get(&normal(rel)).cloned()
     }
 
     /// Reads and hits so far.
@@ -236,6 +287,13 @@ impl StatCache {
     }
 }
 
+/// `rel` without `.` components, so `./a`, `a/.` and `a` name one directory.
+fn normal(rel: &Path) -> PathBuf {
+    rel.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
 /// The blake3 hash of a file's content, and its length.
 pub fn read_hash(path: &Path) -> io::Result<([u8; 32], u64)> {
     let mut h = blake3::Hasher::new();
@@ -277,6 +335,13 @@ fn encode(entries: &HashMap<Vec<u8>, Entry>, context: &Path, saved_at_ns: i64) -
         out.extend_from_slice(&e.stat.dev.to_le_bytes());
         out.extend_from_slice(&e.stat.mode.to_le_bytes());
         out.extend_from_slice(&e.hash);
+        match &e.xattrs {
+            Some(d) => {
+                out.push(1);
+                out.extend_from_slice(d);
+            }
+            None => out.push(0),
+        }
     }
     let sum = blake3::hash(&out);
     out.extend_from_slice(sum.as_bytes());
@@ -315,11 +380,24 @@ fn decode(data: &[u8], context: &Path) -> Option<HashMap<Vec<u8>, Entry>> {
             mode: r.u32()?,
         };
         let hash: [u8; 32] = r.take(32)?.try_into().ok()?;
+        let xattrs = match r.take(1)?[0] {
+            0 => None,
+            1 => Some(r.take(32)?.try_into().ok()?),
+            _ => return None,
+        };
         if stat.changed_ns().div_euclid(1_000_000_000) >= saved_sec {
             continue;
         }
         let used = false;
-        entries.insert(rel, Entry { stat, hash, used });
+        entries.insert(
+            rel,
+            Entry {
+                stat,
+                hash,
+                xattrs,
+                used,
+            },
+        );
     }
     r.0.is_empty().then_some(entries)
 }
@@ -389,6 +467,39 @@ mod tests {
         let before = fs::metadata(&file).unwrap().modified().unwrap();
         c2.save().unwrap();
         assert_eq!(fs::metadata(&file).unwrap().modified().unwrap(), before);
+    }
+
+    #[test]
+    fn xattr_digests_are_kept_until_the_file_changes() {
+        let (root, ctx) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let path = ctx.path().join("a");
+        fs::write(&path, "x").unwrap();
+        let c = quick(root.path(), ctx.path());
+        let digest = |c: &StatCache, value: u8, calls: &mut u32| {
+            let meta = fs::symlink_metadata(&path).unwrap();
+            c.xattrs_digest(Path::new("a"), &meta, || {
+                *calls += 1;
+                [value; 32]
+            })
+        };
+        let mut calls = 0;
+        // No entry yet: computed every time, nothing remembered.
+        assert_eq!(digest(&c, 1, &mut calls), [1; 32]);
+        hash(&c, ctx.path(), "a");
+        assert_eq!(digest(&c, 2, &mut calls), [2; 32]);
+        assert_eq!(digest(&c, 3, &mut calls), [2; 32]);
+        assert_eq!(calls, 2);
+        // Saved and loaded with the entry.
+        std::thread::sleep(Duration::from_millis(1100));
+        c.lock().dirty = true;
+        c.save().unwrap();
+        let c2 = quick(root.path(), ctx.path());
+        assert_eq!(digest(&c2, 4, &mut calls), [2; 32]);
+        // Setting an xattr changes the ctime: computed again.
+        std::thread::sleep(Duration::from_millis(20));
+        rustix::fs::setxattr(&path, "user.k", b"v", rustix::fs::XattrFlags::empty()).unwrap();
+        hash(&c2, ctx.path(), "a");
+        assert_eq!(digest(&c2, 5, &mut calls), [5; 32]);
     }
 
     #[test]

@@ -103,11 +103,15 @@ struct Walker<'a> {
 impl Walker<'_> {
     fn walk(&mut self, dir: &Path, rel: &str) -> io::Result<()> {
         let ignore = self.ignore;
-        let mut names: Vec<_> = fs::read_dir(dir)?
-            .map(|e| e.map(|e| e.file_name()))
+        // Metadata from the directory entries: a stat relative to `dir`, not of a whole path.
+        let mut entries: Vec<_> = fs::read_dir(dir)?
+            .map(|e| e.and_then(|e| Ok((e.file_name(), e.metadata()?))))
             .collect::<Result<_, _>>()?;
-        names.sort();
-        for name in names {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(cache) = self.cache {
+            cache.record_listing(Path::new(rel), entries.clone());
+        }
+        for (name, meta) in entries {
             let name = name.to_string_lossy().into_owned();
             let rel_path = if rel.is_empty() {
                 name.clone()
@@ -115,7 +119,6 @@ impl Walker<'_> {
                 format!("{rel}/{name}")
             };
             let path = dir.join(&name);
-            let meta = fs::symlink_metadata(&path)?;
             let excluded = ignore.is_some_and(|m| m.matches(&rel_path));
             if excluded {
                 if meta.is_dir() && ignore.is_some_and(|m| m.may_include_below(&rel_path)) {

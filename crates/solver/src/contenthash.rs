@@ -17,7 +17,7 @@ use kiln_cache::statcache::{read_hash, StatCache};
 use kiln_patterns::PatternMatcher;
 
 use crate::cachekey::{CacheKey, KeyBuilder};
-use crate::fileop::copy::{read_dir_sorted, source_io, SourceView};
+use crate::fileop::copy::{source_io, SourceView};
 use crate::fileop::filter::{Filters, Selection};
 use crate::fileop::{FileOpError, SourceFs};
 use crate::op::CopyAction;
@@ -123,7 +123,7 @@ pub fn copy_selection(
                 include: p.include.as_deref(),
             };
             walker.hardlinks.clear();
-            walker.entry(&filters, &p.real, Path::new(""), true)?;
+            walker.entry(&filters, &p.real, Path::new(""), true, None)?;
         }
     }
     Ok(CopySelection {
@@ -162,10 +162,11 @@ impl Walker<'_> {
         src: &Path,
         within: &Path,
         top: bool,
+        meta: Option<Metadata>,
     ) -> Result<(), FileOpError> {
         let abs = self.root.join(src);
         let shown = || src.to_string_lossy().into_owned();
-        let meta = match fs::symlink_metadata(&abs) {
+        let meta = match meta.map_or_else(|| fs::symlink_metadata(&abs), Ok) {
             Ok(meta) => meta,
             Err(e) if !top && is_missing(&e) => return Ok(()),
             Err(e) => return Err(source_io("failed to read", &shown(), e)),
@@ -202,10 +203,18 @@ impl Walker<'_> {
                     emitted: false,
                 }),
             }
-            let children =
-                read_dir_sorted(&abs).map_err(|e| source_io("failed to read", &shown(), e))?;
-            for name in children {
-                self.entry(filters, &src.join(&name), &within.join(&name), false)?;
+            // Each child's metadata comes from its directory entry (a stat relative to the
+            // directory, not a walk of its whole path).
+            let children = match self.cache.and_then(|c| c.listing(src)) {
+                Some(listing) => listing
+                    .iter()
+                    .map(|(name, meta)| (name.clone(), Some(meta.clone())))
+                    .collect(),
+                None => read_dir_sorted_with_meta(&abs)
+                    .map_err(|e| source_io("failed to read", &shown(), e))?,
+            };
+            for (name, meta) in children {
+                self.entry(filters, &src.join(&name), &within.join(&name), false, meta)?;
             }
             if selection == Selection::Below {
                 self.pending.pop();
@@ -284,9 +293,19 @@ impl Walker<'_> {
                 .bytes(&meta.gid().to_le_bytes());
         }
         b.bytes(payload);
-        for (name, value) in xattrs(abs) {
-            b.bytes(&name).bytes(&value);
-        }
+        let xattrs = || {
+            let mut d = KeyBuilder::new("xattrs");
+            for (name, value) in xattrs(abs) {
+                d.bytes(&name).bytes(&value);
+            }
+            d.finish().0
+        };
+        // An unchanged file's xattrs come from the stat cache, with its content hash.
+        let digest = match self.cache {
+            Some(cache) if kind == EntryKind::File => cache.xattrs_digest(src, meta, xattrs),
+            _ => xattrs(),
+        };
+        b.bytes(&digest);
         Ok(SelectedEntry {
             path: src.to_path_buf(),
             kind,
@@ -336,6 +355,18 @@ fn xattrs(abs: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect();
     out.sort();
     out
+}
+
+/// The names in `dir`, sorted, each with its `symlink_metadata` (`None` when the entry went
+/// away meanwhile: the walk then stats it itself and skips it).
+fn read_dir_sorted_with_meta(
+    dir: &Path,
+) -> io::Result<Vec<(std::ffi::OsString, Option<Metadata>)>> {
+    let mut entries = fs::read_dir(dir)?
+        .map(|e| e.map(|e| (e.file_name(), e.metadata().ok())))
+        .collect::<io::Result<Vec<_>>>()?;
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
 }
 
 /// Whether an error means "nothing there" (fileop's `is_missing`).

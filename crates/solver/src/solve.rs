@@ -776,20 +776,33 @@ impl Worker {
         if let Some(d) = digest {
             r.digest = Some(d.clone());
         }
-        let resolved = self
-            .registry
-            .resolve(&r, platform)
-            .map_err(|e| e.to_string())?;
-        let diff_ids = &resolved.config.rootfs.diff_ids;
-        if diff_ids.len() != resolved.manifest.layers.len() {
+        // A manifest pinned by digest never changes: once its manifest and config are in the
+        // content store, the registry isn't asked again.
+        let (manifest, config) = match digest.and_then(|d| self.stored_manifest(d)) {
+            Some(stored) => stored,
+            None => {
+                let resolved = self
+                    .registry
+                    .resolve(&r, platform)
+                    .map_err(|e| e.to_string())?;
+                if digest.is_some() {
+                    // Only a cache: a failure to keep them costs the next build a request.
+                    let _ = self.content.put(&resolved.manifest_bytes);
+                    let _ = self.content.put(&resolved.config_bytes);
+                }
+                (resolved.manifest, resolved.config)
+            }
+        };
+        let diff_ids = &config.rootfs.diff_ids;
+        if diff_ids.len() != manifest.layers.len() {
             return Err(Failure::Failed(format!(
                 "{r}: the image is inconsistent: {} layers but {} diff_ids in its config",
-                resolved.manifest.layers.len(),
+                manifest.layers.len(),
                 diff_ids.len()
             )));
         }
         let mut layers = Vec::new();
-        for (desc, diff_id) in resolved.manifest.layers.iter().zip(diff_ids) {
+        for (desc, diff_id) in manifest.layers.iter().zip(diff_ids) {
             if ctx.cancelled() {
                 return Err(Failure::Cancelled);
             }
@@ -827,6 +840,18 @@ impl Worker {
 
     /// Brings the layers of the manifest `digest` of the OCI layout at `root` into the content
     /// store (verified) and unpacks each into a snapshot named by its diff_id, as `pull` does.
+    /// The image manifest `digest` and its config, if both are in the content store (the
+    /// store verified their digests when they were written).
+    fn stored_manifest(
+        &self,
+        digest: &Digest,
+    ) -> Option<(kiln_oci::Manifest, kiln_oci::ImageConfig)> {
+        let read = |d: &Digest| std::fs::read(self.content.blob_path(d)).ok();
+        let manifest: kiln_oci::Manifest = serde_json::from_slice(&read(digest)?).ok()?;
+        let config = serde_json::from_slice(&read(&manifest.config.digest)?).ok()?;
+        Some((manifest, config))
+    }
+
     fn load_oci_layout(
         &self,
         root: &std::path::Path,
