@@ -155,6 +155,9 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         config: &plan_image,
         layers: &solved.layers,
         epoch: source_date_epoch(&opts)?,
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
         platform: opts.platform.clone().unwrap_or_else(Platform::host),
         made: Vec::new(),
     };
@@ -318,6 +321,8 @@ struct ImageMaker<'a> {
     config: &'a kiln_oci::ImageConfig,
     layers: &'a [kiln_solver::Layer],
     epoch: Option<i64>,
+    /// When the images are created (without an epoch): once for all of them.
+    created: i64,
     platform: Platform,
     made: Vec<(output::ImageFormat, kiln_exporter::Image)>,
 }
@@ -361,6 +366,7 @@ impl ImageMaker<'_> {
                 .collect::<Result<Vec<_>, _>>()?;
             let image_opts = ImageOptions {
                 epoch: self.epoch,
+                created: Some(self.created),
                 oci_media_types: format.oci_media_types,
                 platform: self.platform.clone(),
                 manifest_annotations: format.annotations.manifest.clone(),

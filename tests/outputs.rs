@@ -28,14 +28,33 @@ fn build(sb: &Sandbox, args: &[&str]) -> common::Run {
     sb.kiln(&all)
 }
 
-fn skopeo(args: &[&str]) -> String {
-    let out = Command::new("skopeo").args(args).output().unwrap();
+/// Runs a third-party tool, which must succeed; its stdout.
+fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
     assert!(
         out.status.success(),
-        "skopeo {args:?}: {}",
+        "{program} {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+fn skopeo(args: &[&str]) -> String {
+    tool("skopeo", args)
+}
+
+/// The manifest digest of `reference` in its (plain HTTP) registry, as skopeo reads it.
+fn registry_digest(reference: &str) -> String {
+    let docker = format!("docker://{reference}");
+    skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--format",
+        "{{.Digest}}",
+        &docker,
+    ])
+    .trim()
+    .to_string()
 }
 
 /// The config digest skopeo reads from an image (the image ID).
@@ -89,13 +108,8 @@ fn oci_docker_local_and_tar_outputs_from_one_build() {
         id
     );
     // docker-archive: manifest.json names the image and lists its layers; Docker media types.
-    let listing = Command::new("tar")
-        .arg("-xOf")
-        .arg(&docker)
-        .arg("manifest.json")
-        .output()
-        .unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    let listing = tool("tar", &["-xOf", docker.to_str().unwrap(), "manifest.json"]);
+    let manifest: serde_json::Value = serde_json::from_str(&listing).unwrap();
     assert_eq!(manifest[0]["RepoTags"], serde_json::json!(["app:1"]));
     assert_eq!(manifest[0]["Layers"].as_array().unwrap().len(), 2);
     let copied = sb.path("from-docker");
@@ -105,16 +119,14 @@ fn oci_docker_local_and_tar_outputs_from_one_build() {
         &format!("docker-archive:{}", docker.display()),
         &format!("oci:{}:x", copied.display()),
     ]);
-    let out = Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:x", copied.display()))
-        .arg(sb.path("bundle"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:x", copied.display()),
+            sb.path("bundle").to_str().unwrap(),
+        ],
     );
     assert_eq!(
         fs::read_to_string(sb.path("bundle/rootfs/dir/sub/f")).unwrap(),
@@ -129,8 +141,7 @@ fn oci_docker_local_and_tar_outputs_from_one_build() {
     assert_eq!(fs::read_to_string(local.join("dir/sub/f")).unwrap(), "f\n");
     assert!(!local.join("stale").exists());
     // type=tar: the same files as one tar.
-    let list = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
-    let names = String::from_utf8(list.stdout).unwrap();
+    let names = tool("tar", &["-tf", tar.to_str().unwrap()]);
     let names: Vec<&str> = names.lines().collect();
     assert_eq!(names, ["dir/", "dir/sub/", "dir/sub/f", "hello.txt"]);
     // No temp files are left beside the outputs.
@@ -306,41 +317,21 @@ fn podman_loads_the_docker_archive() {
         ],
     )
     .ok();
-    let out = Command::new("podman")
-        .arg("load")
-        .arg("-i")
-        .arg(&archive)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let inspect = Command::new("podman")
-        .args(["image", "inspect", "--format", "{{.Id}}", &name])
-        .output()
-        .unwrap();
-    let _ = Command::new("podman").args(["rmi", "-f", &name]).output();
+    tool("podman", &["load", "-i", archive.to_str().unwrap()]);
+    // The image as podman loaded it (and removed again), by its ID.
+    let loaded_id = |name: &str| {
+        let id = tool("podman", &["image", "inspect", "--format", "{{.Id}}", name]);
+        let _ = Command::new("podman").args(["rmi", "-f", name]).output();
+        format!("sha256:{}", id.trim())
+    };
+    assert_eq!(loaded_id(&name), iid(&sb));
     // --load pipes the same archive into `podman load` (docker isn't running here).
     let loaded = format!("kiln-test-load-{}:2", std::process::id());
-    let out = build(&sb, &["-t", &loaded, "--load"]).ok().stderr();
+    let out = build(&sb, &["-t", &loaded, "--load", "--iidfile", &iidfile])
+        .ok()
+        .stderr();
     assert!(out.contains("loading into podman"), "{out}");
-    let inspect2 = Command::new("podman")
-        .args(["image", "inspect", "--format", "{{.Id}}", &loaded])
-        .output()
-        .unwrap();
-    let _ = Command::new("podman").args(["rmi", "-f", &loaded]).output();
-    assert_eq!(inspect2.stdout, inspect.stdout);
-    assert!(
-        inspect.status.success(),
-        "{}",
-        String::from_utf8_lossy(&inspect.stderr)
-    );
-    assert_eq!(
-        format!("sha256:{}", String::from_utf8_lossy(&inspect.stdout).trim()),
-        iid(&sb)
-    );
+    assert_eq!(loaded_id(&loaded), iid(&sb));
 }
 
 #[test]
@@ -432,17 +423,7 @@ fn push_to_a_registry_and_read_back() {
         .as_str()
         .unwrap()
         .to_string();
-    let raw = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
-        .arg(format!("docker://{app}"))
-        .output()
-        .unwrap();
-    assert!(
-        raw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&raw.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&raw.stdout).trim(), digest);
+    assert_eq!(registry_digest(&app), digest);
     // skopeo copies it out with the same digest, and umoci unpacks it.
     let copy = sb.path("copy");
     skopeo(&[
@@ -462,12 +443,7 @@ fn push_to_a_registry_and_read_back() {
     for _ in 0..2 {
         sb.kiln(&["push", &app, &other]).ok();
     }
-    let raw = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
-        .arg(format!("docker://{other}"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&raw.stdout).trim(), digest);
+    assert_eq!(registry_digest(&other), digest);
     // A registry that isn't there: a clear error naming it.
     sb.kiln(&["push", &app, "127.0.0.1:9/x:1"])
         .fails_with(&["127.0.0.1:9"]);

@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 pub struct ImageOptions {
     /// SOURCE_DATE_EPOCH, in Unix seconds: `created` of the config and of every history entry.
     pub epoch: Option<i64>,
+    /// Without an epoch, the time (Unix seconds) the config and the build's history entries
+    /// are created at; now when `None`. The images of one build pass the same time, so that
+    /// its outputs (in different formats) describe the same image.
+    pub created: Option<i64>,
     /// OCI media types for manifest and config; Docker v2 ones when false.
     pub oci_media_types: bool,
     /// The platform recorded on the manifest's descriptor.
@@ -58,7 +62,7 @@ pub fn write_image(
         diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
         ..RootFs::default()
     };
-    set_created(&mut config, opts.epoch);
+    set_created(&mut config, opts.epoch, opts.created);
 
     let (config_type, manifest_type) = if opts.oci_media_types {
         (media_types::OCI_CONFIG, media_types::OCI_MANIFEST)
@@ -121,8 +125,8 @@ fn drop_empty_layers<'a>(
 
 /// With an epoch every `created` is the epoch; without, `created` is now and so is every
 /// history entry that has no time yet.
-fn set_created(config: &mut ImageConfig, epoch: Option<i64>) {
-    let time = match epoch {
+fn set_created(config: &mut ImageConfig, epoch: Option<i64>, created: Option<i64>) {
+    let time = match epoch.or(created) {
         Some(secs) => timestamp::rfc3339_utc(secs),
         None => timestamp::now_rfc3339(),
     };
@@ -182,6 +186,7 @@ mod tests {
     fn opts(epoch: Option<i64>, oci: bool) -> ImageOptions {
         ImageOptions {
             epoch,
+            created: None,
             oci_media_types: oci,
             platform: "linux/amd64".parse().unwrap(),
             manifest_annotations: BTreeMap::new(),
@@ -309,6 +314,19 @@ mod tests {
         assert_eq!(
             image.config.history[1].created.as_deref(),
             Some(now.as_str())
+        );
+        // A build's given time: the same for every image it writes, whatever the format.
+        let at = |oci| ImageOptions {
+            created: Some(1_000_000_000),
+            ..opts(None, oci)
+        };
+        let oci = write_image(&store, &config, &[layer("a", false)], &at(true)).unwrap();
+        let docker = write_image(&store, &config, &[layer("a", false)], &at(false)).unwrap();
+        assert_eq!(oci.config, docker.config);
+        assert_eq!(oci.config.created.as_deref(), Some("2001-09-09T01:46:40Z"));
+        assert_eq!(
+            oci.config.history[0].created.as_deref(),
+            Some("2020-01-01T00:00:00Z")
         );
     }
 

@@ -78,6 +78,7 @@ fn build_image(work: &Path, store: &ContentStore) -> Image {
     ];
     let opts = ImageOptions {
         epoch: Some(EPOCH),
+        created: None,
         oci_media_types: true,
         platform,
         manifest_annotations: Default::default(),
