@@ -62,11 +62,9 @@ const ZSTD_JOB: u32 = 4 << 20;
 /// zstd writes other bytes).
 pub(crate) enum Encoder<W: Write + Send + 'static> {
     Gzip(ParallelGzip<W>),
-    Zstd {
-        encoder: zstd::stream::write::Encoder<'static, WriterThread<W>>,
-        /// Where [`Encoder::spare`] lends room: zstd copies its input anyway.
-        input: Vec<u8>,
-    },
+    /// zstd's streaming API runs on the writer thread: it copies the input into its jobs and
+    /// the output out of them, work that would otherwise hold up reading and hashing the tar.
+    Zstd(WriterThread<zstd::stream::write::Encoder<'static, W>>),
     Plain(WriterThread<W>),
 }
 
@@ -82,20 +80,14 @@ pub(crate) fn encoder<W: Write + Send + 'static>(
     Ok(match compression {
         Compression::Gzip { level } => Encoder::Gzip(ParallelGzip::new(out, level, threads)?),
         Compression::Zstd { level } => {
-            let mut encoder = zstd::stream::write::Encoder::new(WriterThread::spawn(out)?, level)?;
+            let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
             encoder.multithread(threads.max(1) as u32)?;
             encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB))?;
-            Encoder::Zstd {
-                encoder,
-                input: Vec::new(),
-            }
+            Encoder::Zstd(WriterThread::spawn(encoder)?)
         }
         Compression::Uncompressed => Encoder::Plain(WriterThread::spawn(out)?),
     })
 }
-
-/// Size of the buffer the zstd encoder lends for reading into.
-const ZSTD_INPUT: usize = 1 << 20;
 
 impl<W: Write + Send + 'static> Encoder<W> {
     /// Room for up to `max` more input bytes (at least one when `max > 0`), so a file can be
@@ -103,10 +95,7 @@ impl<W: Write + Send + 'static> Encoder<W> {
     pub(crate) fn spare(&mut self, max: usize) -> &mut [u8] {
         match self {
             Encoder::Gzip(e) => e.spare(max),
-            Encoder::Zstd { input, .. } => {
-                input.resize(ZSTD_INPUT, 0);
-                &mut input[..max.min(ZSTD_INPUT)]
-            }
+            Encoder::Zstd(w) => w.spare(max),
             Encoder::Plain(w) => w.spare(max),
         }
     }
@@ -115,7 +104,7 @@ impl<W: Write + Send + 'static> Encoder<W> {
     pub(crate) fn commit(&mut self, n: usize) -> io::Result<()> {
         match self {
             Encoder::Gzip(e) => e.commit(n),
-            Encoder::Zstd { encoder, input } => encoder.write_all(&input[..n]),
+            Encoder::Zstd(w) => w.commit(n),
             Encoder::Plain(w) => w.commit(n),
         }
     }
@@ -124,7 +113,7 @@ impl<W: Write + Send + 'static> Encoder<W> {
     pub(crate) fn finish(self) -> io::Result<W> {
         match self {
             Encoder::Gzip(e) => e.finish(),
-            Encoder::Zstd { encoder, .. } => encoder.finish()?.finish(),
+            Encoder::Zstd(w) => w.finish()?.finish(),
             Encoder::Plain(w) => w.finish(),
         }
     }
@@ -134,14 +123,14 @@ impl<W: Write + Send + 'static> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Encoder::Gzip(e) => e.write(buf),
-            Encoder::Zstd { encoder, .. } => encoder.write(buf),
+            Encoder::Zstd(w) => w.write(buf),
             Encoder::Plain(w) => w.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Encoder::Gzip(e) => e.flush(),
-            Encoder::Zstd { encoder, .. } => encoder.flush(),
+            Encoder::Zstd(w) => w.flush(),
             Encoder::Plain(w) => w.flush(),
         }
     }

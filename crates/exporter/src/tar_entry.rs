@@ -139,6 +139,12 @@ pub(crate) trait CopyFrom: Write {
 impl CopyFrom for Vec<u8> {}
 impl<W: Write + ?Sized> CopyFrom for &mut W {}
 
+fn ended_early(remaining: u64) -> io::Error {
+    let message =
+        format!("the file ended {remaining} bytes early; was it changed while being archived?");
+    io::Error::new(io::ErrorKind::UnexpectedEof, message)
+}
+
 /// Reads some of the `remaining` bytes of an entry's data into `buf`: fails if the source ends
 /// early (a file that shrank while being archived); never reads past `remaining`, so a file
 /// that grew is cut at its archived size and the tar stays well formed.
@@ -146,14 +152,7 @@ pub(crate) fn read_data(src: &mut dyn Read, buf: &mut [u8], remaining: u64) -> i
     let max = buf.len().min(remaining.try_into().unwrap_or(usize::MAX));
     loop {
         match src.read(&mut buf[..max]) {
-            Ok(0) if max > 0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                    "the file ended {remaining} bytes early; was it changed while being archived?"
-                ),
-                ))
-            }
+            Ok(0) if max > 0 => return Err(ended_early(remaining)),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             result => return result,
         }

@@ -14,6 +14,10 @@ use std::thread::JoinHandle;
 const CHUNK: usize = 1 << 20;
 /// Chunks that may wait for the thread.
 const QUEUE: usize = 4;
+/// The most handed to the inner writer at once. Measured on the dev VM (Linux 6.18, ext4):
+/// page-aligned 1 MiB writes into a new file ran 2–3× slower than 256 KiB ones (the page cache
+/// takes larger folios for them), while 256 KiB is still few system calls.
+const WRITE_PIECE: usize = 256 << 10;
 
 /// A writer that forwards everything, in order, to `W` on another thread.
 pub(crate) struct WriterThread<W: Write + Send + 'static> {
@@ -32,9 +36,10 @@ impl<W: Write + Send + 'static> WriterThread<W> {
             .name("layer-writer".into())
             .spawn(move || {
                 for chunk in received {
-                    out.write_all(&chunk)?;
+                    for piece in chunk.chunks(WRITE_PIECE) {
+                        out.write_all(piece)?;
+                    }
                 }
-                out.flush()?;
                 Ok(out)
             })?;
         Ok(WriterThread {
@@ -71,7 +76,8 @@ impl<W: Write + Send + 'static> WriterThread<W> {
         Ok(())
     }
 
-    /// Waits for everything to be written and returns the inner writer.
+    /// Waits for everything to be written and returns the inner writer, not flushed: a
+    /// compressor's flush would end a block early.
     pub(crate) fn finish(mut self) -> io::Result<W> {
         self.send_filled()?;
         self.chunks = None;
