@@ -23,6 +23,22 @@ fn write(root: &Path, rel: &str, data: &str, mode: u32) {
     fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// 3.5 MiB of text then random bytes: several gzip blocks, deflated and stored, so readers
+/// (umoci's Go gzip) go through the block joins of the parallel compressor.
+fn multi_block_data() -> Vec<u8> {
+    let mut data: Vec<u8> = (0..60_000u32)
+        .flat_map(|i| format!("line {i} of a text file\n").into_bytes())
+        .collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while data.len() < 3_500_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data
+}
+
 fn whiteout(root: &Path, rel: &str) {
     mknod(&root.join(rel), SFlag::S_IFCHR, Mode::empty(), 0).unwrap();
 }
@@ -47,6 +63,7 @@ fn build_image(work: &Path, store: &ContentStore) -> Image {
     symlink("hello", l1.join("bin/hi")).unwrap();
     fs::hard_link(l1.join("bin/hello"), l1.join("bin/hello-again")).unwrap();
     xattr::set(l1.join("bin/hello"), "user.test", b"kept").unwrap();
+    fs::write(l1.join("data/multi-block.bin"), multi_block_data()).unwrap();
 
     let l2 = work.join("diff2");
     fs::create_dir_all(l2.join("etc")).unwrap();
@@ -133,6 +150,11 @@ fn check_umoci(layout: &Path, tag: &str, work: &Path) {
     let read = |rel: &str| fs::read_to_string(rootfs.join(rel)).unwrap();
     assert_eq!(read("bin/hello"), "#!/bin/sh\necho hello\n");
     assert_eq!(read(LONG), "long\n");
+    let multi = fs::read(rootfs.join("data/multi-block.bin")).unwrap();
+    assert!(
+        multi == multi_block_data(),
+        "a multi-block layer file reads back"
+    );
     assert_eq!(read("added"), "new\n");
     assert_eq!(read("data/old/c"), "c\n");
     assert_eq!(
