@@ -135,3 +135,63 @@ fn same_inputs_same_digest_across_paths_mtimes_roots_jobs_and_runtimes() {
         }
     }
 }
+
+/// COPY writes a new directory straight into the overlay's upper directory (and everything
+/// else through the mount); the copy snapshotter has no such shortcut. Both give the same
+/// image, so the shortcut changes nothing a layer records.
+#[test]
+fn overlay_and_copy_snapshotters_give_the_same_image() {
+    let reg = Registry::start(None);
+    let base = reg.push_busybox();
+    let sb = Sandbox::new();
+    let ctx = sb.path("ctx");
+    let files = [
+        (
+            "Dockerfile",
+            format!(
+                "FROM {base}\n\
+                 COPY --chown=1000:1000 --chmod=0750 deep /opt/deep\n\
+                 COPY deep /exists\n\
+                 COPY src /new\n\
+                 COPY src /opt/deep/er/app\n\
+                 COPY src /exists\n\
+                 COPY --chmod=0700 src /etc/chmodded\n\
+                 COPY src/a /single\n\
+                 COPY src /exists/more/\n"
+            ),
+        ),
+        ("src/a", "a\n".to_string()),
+        ("src/sub/b", "b\n".to_string()),
+        ("src/sub/c", "c\n".to_string()),
+        ("deep/old", "old\n".to_string()),
+    ];
+    for (rel, content) in files {
+        let p = ctx.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+    let digest = |name: &str, snapshotter: &str| {
+        let meta = sb.path(&format!("{name}.json"));
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .env("KILN_SNAPSHOTTER", snapshotter)
+            .arg("--root")
+            .arg(sb.path(&format!("{name}-root")))
+            .args(["build", "--progress", "plain", "--build-arg"])
+            .arg(format!("SOURCE_DATE_EPOCH={EPOCH}"))
+            .arg("--metadata-file")
+            .arg(&meta)
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{snapshotter}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        read_json(&meta)["containerimage.digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(digest("overlay", "overlay"), digest("copy", "copy"));
+}

@@ -251,6 +251,7 @@ impl SnapshotStore {
             return Ok(Mounted {
                 target,
                 kind: MountKind::Materialised,
+                upper: None,
             });
         }
         let lower = self.lowerdir(layers);
@@ -263,6 +264,7 @@ impl SnapshotStore {
         Ok(Mounted {
             target,
             kind: MountKind::Overlay { remove_dir: false },
+            upper: Some(prepared.dir.join("diff")),
         })
     }
 
@@ -279,6 +281,7 @@ impl SnapshotStore {
             let view = Mounted {
                 target,
                 kind: MountKind::View,
+                upper: None,
             };
             fs::set_permissions(&view.target, fs::Permissions::from_mode(0o755))
                 .map_err(io_err(&view.target))?;
@@ -288,6 +291,7 @@ impl SnapshotStore {
         let mounted = Mounted {
             target: target.clone(),
             kind: MountKind::Overlay { remove_dir: true },
+            upper: None,
         };
         // overlayfs needs two lower layers for a read-only mount.
         let mut stack = vec![self.empty_dir()];
@@ -356,6 +360,8 @@ fn mount_overlay(options: &str, target: &Path) -> Result<(), SnapshotError> {
 pub struct Mounted {
     target: PathBuf,
     kind: MountKind,
+    /// The upper directory of a writable overlay mount.
+    upper: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -371,6 +377,12 @@ enum MountKind {
 impl Mounted {
     pub fn path(&self) -> &Path {
         &self.target
+    }
+
+    /// For a writable overlay mount, its upper directory (the new layer's diff). Writing there
+    /// directly is only coherent with the mount for paths the mount has never looked up.
+    pub fn upper(&self) -> Option<&Path> {
+        self.upper.as_deref()
     }
 }
 

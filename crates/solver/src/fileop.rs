@@ -80,6 +80,10 @@ pub struct FileOpOptions {
     /// of the source's (BuildKit's file action timestamp). Directories an action creates get
     /// the current time otherwise.
     pub timestamp: Option<SystemTime>,
+    /// The upper directory of the overlay mount that `dest_root` is, when the op has this one
+    /// action: a directory a copy creates where the mount has nothing is then written there
+    /// directly, on the plain file system, rather than file by file through overlayfs.
+    pub upper: Option<PathBuf>,
 }
 
 /// Why a file action failed. Paths are shown as the user wrote them or as the image sees them,

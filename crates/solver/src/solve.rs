@@ -1259,9 +1259,15 @@ impl Worker {
                     }
                 }
             };
+            let opts = FileOpOptions {
+                // Only a lone action may write below the mount (see `FileOpOptions::upper`).
+                upper: (actions.len() == 1)
+                    .then(|| dest.upper().map(Path::to_path_buf))
+                    .flatten(),
+                ..FileOpOptions::default()
+            };
             for action in actions {
-                fileop::apply(action, dest.path(), &sources, &FileOpOptions::default())
-                    .map_err(|e| e.to_string())?;
+                fileop::apply(action, dest.path(), &sources, &opts).map_err(|e| e.to_string())?;
             }
             Ok::<(), String>(())
         })();

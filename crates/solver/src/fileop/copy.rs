@@ -80,14 +80,64 @@ pub(super) fn copy(
             mode: action.mode,
             time: opts.timestamp,
         };
-        TreeCopy::new(&source.root, dest_root, filters, attrs).copy_entry(
-            &p.real,
-            Path::new(""),
-            &target,
-            true,
-        )?;
+        let write_root = match &opts.upper {
+            Some(upper) if src_meta.is_dir() => new_dir_in_upper(dest_root, upper, &target)?,
+            _ => None,
+        };
+        TreeCopy::new(
+            &source.root,
+            write_root.unwrap_or(dest_root),
+            filters,
+            attrs,
+        )
+        .copy_entry(&p.real, Path::new(""), &target, true)?;
     }
     Ok(())
+}
+
+/// `upper` when the directory `target` (relative to the overlay mount `dest_root`) is new or
+/// empty, so that a copy may create everything in it in the upper directory directly: no layer
+/// has anything the copy could merge with or replace, and overlayfs has looked none of the
+/// names up. The directory that will hold the copy's entries (`target`'s parent when `target`
+/// isn't there, else `target`) is first copied up, by making and removing a file of a name no
+/// layer has (which leaves no whiteout), so it is in `upper` with the lower layers' metadata,
+/// as overlayfs would have made it for the copy's first file. `None`: copy through the mount.
+fn new_dir_in_upper<'u>(
+    dest_root: &Path,
+    upper: &'u Path,
+    target: &Path,
+) -> Result<Option<&'u Path>, FileOpError> {
+    let io = |e| io_error("failed to copy to", target, e);
+    let merged = dest_root.join(target);
+    let holder = match fs::symlink_metadata(&merged) {
+        Ok(meta) if meta.is_dir() => {
+            let mut entries = fs::read_dir(&merged).map_err(io)?;
+            if entries.next().is_some() {
+                return Ok(None);
+            }
+            target
+        }
+        Ok(_) => return Ok(None),
+        Err(e) if is_missing(&e) => match target.parent() {
+            Some(parent) => parent,
+            None => return Ok(None),
+        },
+        Err(e) => return Err(io(e)),
+    };
+    let probe = dest_root
+        .join(holder)
+        .join(format!(".kiln-copy-up-{}", std::process::id()));
+    match OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => fs::remove_file(&probe).map_err(io)?,
+        // A layer has that name after all: copy through the mount.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(io(e)),
+    }
+    let holder_ok = fs::symlink_metadata(upper.join(holder)).is_ok_and(|m| m.is_dir());
+    // A missing target may still be a whiteout in `upper` (a path this op deleted).
+    let target_ok = holder == target
+        || matches!(fs::symlink_metadata(upper.join(target)), Err(e) if is_missing(&e));
+    Ok((holder_ok && target_ok).then_some(upper))
 }
 
 /// One source path to copy.

@@ -581,7 +581,10 @@ fn timestamp_option_overrides_times() {
         &FileAction::Copy(copy(&["src"], "/new/s")),
         fx.dest.path(),
         &move |_| source.clone(),
-        &FileOpOptions { timestamp: Some(t) },
+        &FileOpOptions {
+            timestamp: Some(t),
+            ..FileOpOptions::default()
+        },
     )
     .unwrap();
     // Directories that receive files afterwards get the time of that write, as in BuildKit.
