@@ -62,9 +62,10 @@ const ZSTD_JOB: u32 = 4 << 20;
 /// zstd writes other bytes).
 pub(crate) enum Encoder<W: Write + Send + 'static> {
     Gzip(ParallelGzip<W>),
-    /// zstd's streaming API runs on the writer thread: it copies the input into its jobs and
-    /// the output out of them, work that would otherwise hold up reading and hashing the tar.
-    Zstd(WriterThread<zstd::stream::write::Encoder<'static, W>>),
+    /// zstd's streaming API runs on a thread of its own, between the tarring thread and the
+    /// writer thread: it copies the input into its jobs and the output out of them, work that
+    /// would otherwise hold up reading and hashing the tar, or hashing and writing the blob.
+    Zstd(WriterThread<zstd::stream::write::Encoder<'static, WriterThread<W>>>),
     Plain(WriterThread<W>),
 }
 
@@ -80,7 +81,7 @@ pub(crate) fn encoder<W: Write + Send + 'static>(
     Ok(match compression {
         Compression::Gzip { level } => Encoder::Gzip(ParallelGzip::new(out, level, threads)?),
         Compression::Zstd { level } => {
-            let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
+            let mut encoder = zstd::stream::write::Encoder::new(WriterThread::spawn(out)?, level)?;
             encoder.multithread(threads.max(1) as u32)?;
             encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB))?;
             Encoder::Zstd(WriterThread::spawn(encoder)?)
@@ -113,7 +114,7 @@ impl<W: Write + Send + 'static> Encoder<W> {
     pub(crate) fn finish(self) -> io::Result<W> {
         match self {
             Encoder::Gzip(e) => e.finish(),
-            Encoder::Zstd(w) => w.finish()?.finish(),
+            Encoder::Zstd(w) => w.finish()?.finish()?.finish(),
             Encoder::Plain(w) => w.finish(),
         }
     }
