@@ -20,7 +20,8 @@ use super::archive;
 use super::chown::{resolve_owner, Owner};
 use super::filter::{Filters, Include, Selection};
 use super::metadata::{
-    copy_xattrs, mkdir_all, set_mode, set_owner, set_times, NewDirs, Times, MODE_BITS,
+    copy_xattrs, mkdir_all, set_file_attrs, set_mode, set_owner, set_times, NewDirs, Times,
+    MODE_BITS,
 };
 use super::rootpath::{clean_relative, is_missing, resolve, Escape, ResolveError};
 use super::{io_error, resolve_dest, shown, FileOpError, FileOpOptions, SourceFs};
@@ -438,7 +439,11 @@ impl<'a> TreeCopy<'a> {
         let dst_abs = self.dest_root.join(target);
         let io = |e| io_error("failed to copy to", target, e);
         if file_type.is_file() {
-            self.copy_file(src, target, &meta)?;
+            if let Some((from, to)) = self.copy_file(src, target, &meta)? {
+                let (owner, mode, times) = self.attrs_of(&meta);
+                return set_file_attrs(&from, &to, owner, mode, times)
+                    .map_err(|e| io_error("failed to set metadata of", target, e));
+            }
         } else if file_type.is_symlink() {
             let link = fs::read_link(&src_abs)
                 .map_err(|e| source_io("failed to read", &src.to_string_lossy(), e))?;
@@ -550,13 +555,21 @@ impl<'a> TreeCopy<'a> {
         }
     }
 
-    fn copy_file(&mut self, src: &Path, target: &Path, meta: &Metadata) -> Result<(), FileOpError> {
+    /// Copies a regular file; returns both files, open, unless the copy is a hard link to a
+    /// file copied before.
+    fn copy_file(
+        &mut self,
+        src: &Path,
+        target: &Path,
+        meta: &Metadata,
+    ) -> Result<Option<(File, File)>, FileOpError> {
         let dst_abs = self.dest_root.join(target);
         let io = |e| io_error("failed to copy to", target, e);
         if meta.nlink() > 1 {
             let inode = (meta.dev(), meta.ino());
             if let Some(first) = self.hardlinks.get(&inode) {
-                return fs::hard_link(self.dest_root.join(first), &dst_abs).map_err(io);
+                fs::hard_link(self.dest_root.join(first), &dst_abs).map_err(io)?;
+                return Ok(None);
             }
             self.hardlinks.insert(inode, target.to_path_buf());
         }
@@ -570,7 +583,22 @@ impl<'a> TreeCopy<'a> {
             .open(&dst_abs)
             .map_err(io)?;
         io::copy(&mut from, &mut to).map_err(io)?;
-        Ok(())
+        Ok(Some((from, to)))
+    }
+
+    /// The owner, mode bits and times a copied entry with `meta` gets.
+    fn attrs_of(&self, meta: &Metadata) -> (Owner, u32, Times) {
+        let owner = match (self.attrs.owner, self.attrs.root_owned) {
+            (Some(owner), _) => owner,
+            (None, true) => Owner { uid: 0, gid: 0 },
+            (None, false) => Owner {
+                uid: meta.uid(),
+                gid: meta.gid(),
+            },
+        };
+        let mode = self.attrs.mode.unwrap_or(meta.mode()) & MODE_BITS;
+        let times = self.attrs.time.map_or_else(|| Times::of(meta), Times::at);
+        (owner, mode, times)
     }
 
     /// Owner, mode, xattrs and times of a copied path, in the order that keeps them all
@@ -583,21 +611,12 @@ impl<'a> TreeCopy<'a> {
     ) -> Result<(), FileOpError> {
         let abs = self.dest_root.join(target);
         let io = |e| io_error("failed to set metadata of", target, e);
-        let owner = match (self.attrs.owner, self.attrs.root_owned) {
-            (Some(owner), _) => owner,
-            (None, true) => Owner { uid: 0, gid: 0 },
-            (None, false) => Owner {
-                uid: meta.uid(),
-                gid: meta.gid(),
-            },
-        };
+        let (owner, mode, times) = self.attrs_of(meta);
         set_owner(&abs, owner).map_err(io)?;
         if !meta.file_type().is_symlink() {
-            let mode = self.attrs.mode.unwrap_or(meta.mode()) & MODE_BITS;
             set_mode(&abs, mode).map_err(io)?;
         }
         copy_xattrs(src_abs, &abs);
-        let times = self.attrs.time.map_or_else(|| Times::of(meta), Times::at);
         set_times(&abs, times).map_err(io)
     }
 }

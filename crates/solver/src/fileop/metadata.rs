@@ -90,6 +90,34 @@ pub(crate) fn copy_xattrs(src: &Path, dst: &Path) {
     }
 }
 
+/// [`set_owner`], [`set_mode`], [`copy_xattrs`] and [`set_times`] on open files, in that order
+/// (chown clears setuid bits and file capabilities): no path is looked up again.
+pub(crate) fn set_file_attrs(
+    src: &fs::File,
+    dst: &fs::File,
+    owner: Owner,
+    mode: u32,
+    times: Times,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use xattr::FileExt;
+    nix::unistd::fchown(
+        dst.as_raw_fd(),
+        Some(owner.uid.into()),
+        Some(owner.gid.into()),
+    )?;
+    dst.set_permissions(fs::Permissions::from_mode(mode & MODE_BITS))?;
+    if let Ok(names) = src.list_xattr() {
+        for name in names {
+            if let Ok(Some(value)) = src.get_xattr(&name) {
+                let _ = dst.set_xattr(&name, &value);
+            }
+        }
+    }
+    nix::sys::stat::futimens(dst.as_raw_fd(), &times.atime, &times.mtime)?;
+    Ok(())
+}
+
 /// What `mkdir_all` gives the directories it creates.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct NewDirs {
