@@ -1,10 +1,11 @@
 //! A layer diff directory → a compressed layer blob in the content store, in one streaming pass:
 //!
 //! ```text
-//! tar entries ─→ TarSink: sha256 (diff_id) ─→ Encoder: gzip/zstd blocks ─→ writer thread:
-//!   (this thread; files are     (this thread)     on `threads` threads      BlobWriter (sha256
-//!    read into the encoder's                                                of the blob), file
-//!    own buffer)
+//! this thread                      compression threads         writer thread
+//! tar headers, file data read  ─→  gzip blocks, or zstd    ─→  BlobWriter: sha256 of the
+//! straight into the encoder's      jobs (bounded queue)        blob (its digest), the file
+//! buffer; sha256 of the tar
+//! (the diff_id)
 //! ```
 //!
 //! Every queue between the stages is bounded, so memory stays a few MiB whatever the layer's
@@ -58,8 +59,8 @@ pub struct Layer {
 /// that memos of blobs written the old way are not reused and every build writes alike.
 const LAYER_FORMAT: u32 = 2;
 
-/// Writes the overlay upperdir `diff_dir` as a layer blob into `store`, compressing on all
-/// cores (the bytes are the same for any number).
+/// Writes the overlay upperdir `diff_dir` as a layer blob into `store`, compressing on every
+/// core up to 8 (the bytes are the same for any number).
 pub fn write_layer(
     store: &ContentStore,
     diff_dir: &Path,
