@@ -7,7 +7,8 @@
 #   2. three independent stages that each `RUN sleep 2`, a final stage copying from all three — cold;
 #   3. a 5,000-file context (+ 1,000 files excluded by .dockerignore), `COPY . /app` and a RUN after
 #      it — cold, no-op rebuild, rebuild after changing one file;
-#   4. (BIG=1 only) a 1 GiB COPY layer — cold.
+#   4. (BIG=1 only) a 1 GiB COPY layer of incompressible data — cold and no-op rebuild; kiln also
+#      with compression=zstd, and kiln's peak memory (/usr/bin/time's max RSS).
 #
 #   bench/workloads.sh                     # RUNS=3 (median of 3), all three builders
 #   RUNS=2 BIG=1 bench/workloads.sh        # also the 1 GiB COPY (BIG_RUNS=1 by default)
@@ -147,6 +148,7 @@ KROOT=$W/kiln-root
 for i in 1 2 3 4; do sed "s#@BASE@#$BASE#g" "$W/df/$i" > "$W/df/$i.kiln"; done
 kiln_build() { "$KILN" --root "$KROOT" build --progress quiet -f "$W/df/$1.kiln" -o "type=oci,dest=$W/out/kiln-$1,tar=false" "${@:2}" "$W/ctx$1"; }
 kiln_cold() { rm -rf "$KROOT" "$W/out/kiln-$1"; }
+kiln_build_zstd() { "$KILN" --root "$KROOT" build --progress quiet -f "$W/df/$1.kiln" -o "type=oci,dest=$W/out/kiln-$1,tar=false,compression=zstd" "$W/ctx$1"; }
 builders=(kiln)
 
 # BuildKit: Docker 20.10's engine, FROM the same busybox rootfs `docker import`ed.
@@ -222,8 +224,18 @@ for b in "${builders[@]}"; do
     if [[ $b == kiln ]]; then kiln_views; fi
   fi
   if [[ " $WORKLOADS " == *" 4 "* ]]; then
-    # 4. 1 GiB COPY, cold (then freed, for the disk's sake).
-    measure "$b.4cold" "${b}_cold 4" "${b}_build 4" "$BIG_RUNS"; "${b}_cold" 4 >/dev/null 2>&1 || true
+    # 4. 1 GiB COPY: cold, its no-op rebuild (then freed, for the disk's sake); kiln also with
+    #    compression=zstd, and its peak memory (max RSS of the gzip cold build, /usr/bin/time).
+    measure "$b.4cold" "${b}_cold 4" "${b}_build 4" "$BIG_RUNS"
+    measure "$b.4noop" ":" "${b}_build 4"
+    if [[ $b == kiln ]]; then
+      measure "kiln.4zstd" "kiln_cold 4" "kiln_build_zstd 4" "$BIG_RUNS"
+      kiln_cold 4
+      /usr/bin/time -f %M -o "$W/kiln-4.rss" "$KILN" --root "$KROOT" build --progress quiet \
+        -f "$W/df/4.kiln" -o "type=oci,dest=$W/out/kiln-4,tar=false" "$W/ctx4" >/dev/null 2>&1 || true
+      R[kiln.4rss]=$(awk '{printf "%.0f MiB", $1 / 1024}' "$W/kiln-4.rss")
+    fi
+    "${b}_cold" 4 >/dev/null 2>&1 || true
   fi
 done
 
@@ -237,7 +249,7 @@ cell() { local v=${R[$1.$2]:-}; [[ -z $v ]] && echo "–" || echo "$v"; }
 rows=("1cold|multi-stage, cold" "1noop|multi-stage, no-op rebuild" "2cold|3 × \`sleep 2\` stages, cold"
       "2nc|3 × \`sleep 2\` stages, --no-cache (warm store)"
       "3cold|5,000 files, cold" "3noop|5,000 files, no-op rebuild" "3one|5,000 files, one file changed")
-rows+=("4cold|1 GiB COPY, cold")
+rows+=("4cold|1 GiB COPY, cold (gzip)" "4zstd|1 GiB COPY, cold, compression=zstd" "4noop|1 GiB COPY, no-op rebuild")
 echo
 echo "| workload | kiln (s) | BuildKit (s) | buildah (s) | kiln / BuildKit | kiln / buildah |"
 echo "|---|---:|---:|---:|---:|---:|"
@@ -247,6 +259,7 @@ for r in "${rows[@]}"; do
   printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$(cell kiln "$k")" "$(cell buildkit "$k")" \
     "$(cell buildah "$k")" "$(ratio "$k" buildkit)" "$(ratio "$k" buildah)"
 done
+[[ -n ${R[kiln.4rss]:-} ]] && echo "kiln's peak memory building and exporting the 1 GiB COPY (gzip): ${R[kiln.4rss]} (max RSS)"
 echo
 echo "$(date -u '+%F %H:%M UTC'), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg);" \
   "kiln at $(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?')"

@@ -105,3 +105,61 @@ fn copy_keys_follow_the_selected_files_only() {
         );
     }
 }
+
+/// Every regular file under `dir` named `name`, with its inode's link count.
+fn files_named(dir: &std::path::Path, name: &str, out: &mut Vec<(std::path::PathBuf, u64)>) {
+    use std::os::unix::fs::MetadataExt;
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            files_named(&entry.path(), name, out);
+        } else if meta.is_file() && entry.file_name() == name {
+            out.push((entry.path(), meta.nlink()));
+        }
+    }
+}
+
+#[test]
+fn a_copy_that_runs_again_shares_the_unchanged_files_of_its_previous_result() {
+    let reg = Registry::start(None);
+    let base = reg.push_busybox();
+    let sb = Sandbox::new();
+    for i in 0..20 {
+        sb.file(&format!("src/d{}/same-{i}.txt", i % 3), &format!("{i}\n"));
+    }
+    sb.file("src/edited.txt", "one")
+        .file("src/mode.sh", "#!/bin/sh\n")
+        .dockerfile(&format!("FROM {base}\nCOPY src /app\n"));
+    let epoch = ["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+    sb.build_oci("o1", &epoch).ok();
+    sb.file("src/edited.txt", "two");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(
+        sb.ctx().join("src/mode.sh"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let log = sb.build_oci("o2", &epoch).ok().stderr();
+    assert!(!cached(&log, "COPY src /app"), "{log}");
+
+    // Unchanged files are one inode in both results; the edited and the chmodded are not.
+    let mut same = Vec::new();
+    files_named(&sb.root(), "same-7.txt", &mut same);
+    assert_eq!(same.len(), 2, "{same:?}");
+    assert!(same.iter().all(|(_, links)| *links == 2), "{same:?}");
+    for changed in ["edited.txt", "mode.sh"] {
+        let mut found = Vec::new();
+        files_named(&sb.root(), changed, &mut found);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.iter().all(|(_, links)| *links == 1), "{found:?}");
+    }
+
+    // And the image is the one a build from scratch makes.
+    let fresh = Sandbox::new();
+    fs::rename(sb.ctx(), fresh.ctx()).unwrap();
+    fresh.build_oci("o", &epoch).ok();
+    assert_eq!(
+        common::manifest_digest(&sb.path("o2")),
+        common::manifest_digest(&fresh.path("o"))
+    );
+}

@@ -84,6 +84,11 @@ pub struct FileOpOptions {
     /// action: a directory a copy creates where the mount has nothing is then written there
     /// directly, on the plain file system, rather than file by file through overlayfs.
     pub upper: Option<PathBuf>,
+    /// With `upper`: the diff directory of this op's previous result (an immutable, committed
+    /// snapshot made by the same action from other sources). A file a copy writes into the
+    /// upper directory that is there already, the same in content, mode, owner, mtime and
+    /// xattrs, is hard-linked from it instead of copied: no new inode, no data written.
+    pub previous: Option<PathBuf>,
 }
 
 /// Why a file action failed. Paths are shown as the user wrote them or as the image sees them,

@@ -603,7 +603,7 @@ impl GraphJob {
                     cancel: ctx.cancel_flag(),
                     log: &log,
                 };
-                self.layer_step(id, node, key, base, record, ctx, |base, sid| {
+                self.layer_step(id, node, key, base, record, ctx, |base, sid, _| {
                     worker.run_exec(base, e, sid, &cx)
                 })
             }
@@ -632,8 +632,8 @@ impl GraphJob {
                     }),
                 };
                 let base = (&outputs[&f.base], ran.contains(&f.base));
-                self.layer_step(id, node, key, base, record, ctx, |base, sid| {
-                    Ok(worker.run_file_op(base, &f.actions, sid, outputs)?)
+                self.layer_step(id, node, key, base, record, ctx, |base, sid, previous| {
+                    Ok(worker.run_file_op(base, &f.actions, sid, outputs, previous)?)
                 })
             }
             Op::Merge(inputs) => {
@@ -697,7 +697,7 @@ impl GraphJob {
         (base, parent_ran): (&Output, bool),
         record: impl FnOnce() -> StepRecord,
         ctx: &StepContext,
-        run: impl FnOnce(&[Layer], &SnapshotId) -> Result<(), Failure>,
+        run: impl FnOnce(&[Layer], &SnapshotId, Option<PathBuf>) -> Result<(), Failure>,
     ) -> Result<Step, Failure> {
         let Output::Layers(base) = base else {
             return Err(Failure::Failed(
@@ -719,10 +719,10 @@ impl GraphJob {
             Outcome::Cached
         } else {
             let new = identity.map(|identity| (identity, record()));
+            let old = identity.and_then(|identity| records.load::<StepRecord>(identity));
             let cache_miss = match (&new, disabled) {
                 (_, Some(disabled)) => Some(disabled),
-                (Some((identity, new)), None) => {
-                    let old = records.load::<StepRecord>(identity);
+                (Some((_, new)), None) => {
                     let cx = explain::Context {
                         build_args: &node.meta.build_args,
                         parent_ran,
@@ -731,13 +731,18 @@ impl GraphJob {
                 }
                 (None, None) => None,
             };
+            // The step's previous result, whose unchanged files a copy may share.
+            let previous = old
+                .map(|old| SnapshotId(old.key))
+                .filter(|prev| *prev != sid && self.worker.snapshots.exists(prev))
+                .map(|prev| self.worker.snapshots.diff_dir(&prev));
             ctx.emit(Event::Started {
                 op: id,
                 name,
                 cache_miss,
             });
             let start = Instant::now();
-            run(base, &sid)?;
+            run(base, &sid, previous)?;
             if let Some((identity, new)) = &new {
                 let _ = records.store(identity, new);
             }
@@ -1221,6 +1226,7 @@ impl Worker {
         actions: &[FileAction],
         sid: &SnapshotId,
         outputs: &HashMap<OpId, Output>,
+        previous: Option<PathBuf>,
     ) -> Result<(), String> {
         let prepared = self.snapshots.prepare().map_err(|e| e.to_string())?;
         let result = (|| {
@@ -1259,11 +1265,13 @@ impl Worker {
                     }
                 }
             };
+            // Only a lone action may write below the mount (see `FileOpOptions::upper`).
+            let upper = (actions.len() == 1)
+                .then(|| dest.upper().map(Path::to_path_buf))
+                .flatten();
             let opts = FileOpOptions {
-                // Only a lone action may write below the mount (see `FileOpOptions::upper`).
-                upper: (actions.len() == 1)
-                    .then(|| dest.upper().map(Path::to_path_buf))
-                    .flatten(),
+                previous: previous.filter(|_| upper.is_some()),
+                upper,
                 ..FileOpOptions::default()
             };
             for action in actions {

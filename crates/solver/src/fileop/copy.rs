@@ -85,13 +85,15 @@ pub(super) fn copy(
             Some(upper) if src_meta.is_dir() => new_dir_in_upper(dest_root, upper, &target)?,
             _ => None,
         };
-        TreeCopy::new(
+        let mut tree = TreeCopy::new(
             &source.root,
             write_root.unwrap_or(dest_root),
             filters,
             attrs,
-        )
-        .copy_entry(&p.real, Path::new(""), &target, true)?;
+        );
+        // Writing in the upper directory, files of the previous result may be shared.
+        tree.previous = write_root.and(opts.previous.as_deref());
+        tree.copy_entry(&p.real, Path::new(""), &target, true)?;
     }
     Ok(())
 }
@@ -391,6 +393,9 @@ struct TreeCopy<'a> {
     /// First copy of each multiply-linked source inode, so links stay links.
     hardlinks: HashMap<(u64, u64), PathBuf>,
     pending: Vec<Pending>,
+    /// A committed diff laid out as `dest_root` (`FileOpOptions::previous`): files equal to
+    /// the ones being copied are linked from there.
+    previous: Option<&'a Path>,
 }
 
 impl<'a> TreeCopy<'a> {
@@ -402,6 +407,7 @@ impl<'a> TreeCopy<'a> {
             attrs,
             hardlinks: HashMap::new(),
             pending: Vec::new(),
+            previous: None,
         }
     }
 
@@ -575,6 +581,15 @@ impl<'a> TreeCopy<'a> {
         }
         let mut from = File::open(self.src_root.join(src))
             .map_err(|e| source_io("failed to read", &src.to_string_lossy(), e))?;
+        if let Some(previous) = self.previous {
+            let earlier = previous.join(target);
+            if self.same_file(&earlier, &mut from, meta)
+                && fs::hard_link(&earlier, &dst_abs).is_ok()
+            {
+                return Ok(None);
+            }
+            std::io::Seek::rewind(&mut from).map_err(io)?;
+        }
         let mut to = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -584,6 +599,56 @@ impl<'a> TreeCopy<'a> {
             .map_err(io)?;
         io::copy(&mut from, &mut to).map_err(io)?;
         Ok(Some((from, to)))
+    }
+
+    /// Whether `earlier` (a file of an immutable snapshot) is what copying `from` (whose
+    /// metadata is `meta`) would make: same size, mode bits, owner, mtime, xattrs and bytes.
+    /// Any doubt (an error) is a no.
+    fn same_file(&self, earlier: &Path, from: &mut File, meta: &Metadata) -> bool {
+        use std::io::Read;
+        use xattr::FileExt;
+        let Ok(theirs) = fs::symlink_metadata(earlier) else {
+            return false;
+        };
+        let (owner, mode, times) = self.attrs_of(meta);
+        let same_meta = theirs.is_file()
+            && theirs.len() == meta.len()
+            && theirs.mode() & MODE_BITS == mode
+            && (theirs.uid(), theirs.gid()) == (owner.uid, owner.gid)
+            && (theirs.mtime(), theirs.mtime_nsec())
+                == (times.mtime.tv_sec(), times.mtime.tv_nsec());
+        let Some(mut other) = same_meta.then(|| File::open(earlier).ok()).flatten() else {
+            return false;
+        };
+        let xattrs = |f: &File| -> Option<Vec<(OsString, Vec<u8>)>> {
+            let mut all: Vec<_> = f
+                .list_xattr()
+                .ok()?
+                .map(|n| {
+                    let v = f.get_xattr(&n).ok().flatten().unwrap_or_default();
+                    (n, v)
+                })
+                .collect();
+            all.sort();
+            Some(all)
+        };
+        match (xattrs(from), xattrs(&other)) {
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+        let (mut a, mut b) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+        loop {
+            let n = match from.read(&mut a) {
+                Ok(n) => n,
+                Err(_) => return false,
+            };
+            if n == 0 {
+                return other.read(&mut b[..1]).is_ok_and(|m| m == 0);
+            }
+            if other.read_exact(&mut b[..n]).is_err() || a[..n] != b[..n] {
+                return false;
+            }
+        }
     }
 
     /// The owner, mode bits and times a copied entry with `meta` gets.
