@@ -155,9 +155,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         config: &plan_image,
         layers: &solved.layers,
         epoch: source_date_epoch(&opts)?,
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64),
+        created: created_at(&solved.layers),
         platform: opts.platform.clone().unwrap_or_else(Platform::host),
         made: Vec::new(),
     };
@@ -405,6 +403,27 @@ fn base_image_sources(
         .filter_map(|l| l.blob.as_ref())
         .map(|b| (b.descriptor.digest.clone(), reference.clone()))
         .collect()
+}
+
+/// When the image was made, without SOURCE_DATE_EPOCH: when its newest layer of this build was
+/// (the modification time of that snapshot's diff directory, fixed once committed), else now.
+/// So a rebuild that runs nothing gives the same image, as BuildKit's does.
+fn created_at(layers: &[kiln_solver::Layer]) -> i64 {
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    };
+    layers
+        .iter()
+        .filter(|l| l.blob.is_none())
+        .filter_map(|l| {
+            std::fs::symlink_metadata(&l.diff)
+                .and_then(|m| m.modified())
+                .ok()
+        })
+        .map(secs)
+        .max()
+        .unwrap_or_else(|| secs(std::time::SystemTime::now()))
 }
 
 /// `--label KEY=VALUE` flags.

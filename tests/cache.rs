@@ -163,3 +163,22 @@ fn a_copy_that_runs_again_shares_the_unchanged_files_of_its_previous_result() {
         common::manifest_digest(&fresh.path("o"))
     );
 }
+
+#[test]
+fn a_rebuild_that_runs_nothing_gives_the_same_image() {
+    let reg = Registry::start(None);
+    let base = reg.push_busybox();
+    let sb = Sandbox::new();
+    sb.file("f", "f")
+        .dockerfile(&format!("FROM {base}\nCOPY f /f\nRUN echo x > /x\n"));
+    sb.build_oci("o1", &[]).ok();
+    // Without SOURCE_DATE_EPOCH the image's times are its layers' (when they were made), not
+    // the export's: a second later, the same image.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let log = sb.build_oci("o2", &[]).ok().stderr();
+    assert!(cached(&log, "RUN echo x"), "{log}");
+    assert_eq!(
+        common::manifest_digest(&sb.path("o1")),
+        common::manifest_digest(&sb.path("o2"))
+    );
+}
