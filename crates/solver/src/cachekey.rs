@@ -2,9 +2,9 @@
 //! a digest of the content they select. Nothing about a key depends on when or where things
 //! ran: not mtimes, inode numbers, the checkout path, or the order of a directory listing.
 
-use kiln_cache::statcache::{read_hash, StatCache};
+use kiln_cache::statcache::{read_hash, Listing, StatCache};
 use kiln_patterns::PatternMatcher;
-use std::fs;
+use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -84,6 +84,9 @@ pub fn tree_digest_cached(
         entries: 0,
         bytes: 0,
     };
+    if let Some(cache) = cache {
+        prefetch_listings(root, ignore, cache);
+    }
     walker.walk(root, "")?;
     Ok(TreeDigest {
         key: walker.b.finish(),
@@ -103,14 +106,16 @@ struct Walker<'a> {
 impl Walker<'_> {
     fn walk(&mut self, dir: &Path, rel: &str) -> io::Result<()> {
         let ignore = self.ignore;
-        // Metadata from the directory entries: a stat relative to `dir`, not of a whole path.
-        let mut entries: Vec<_> = fs::read_dir(dir)?
-            .map(|e| e.and_then(|e| Ok((e.file_name(), e.metadata()?))))
-            .collect::<Result<_, _>>()?;
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        if let Some(cache) = self.cache {
-            cache.record_listing(Path::new(rel), entries.clone());
-        }
+        let entries = match self.cache.and_then(|c| c.listing(Path::new(rel))) {
+            Some(listing) => listing.as_ref().clone(),
+            None => {
+                let entries = list(dir)?;
+                if let Some(cache) = self.cache {
+                    cache.record_listing(Path::new(rel), entries.clone());
+                }
+                entries
+            }
+        };
         for (name, meta) in entries {
             let name = name.to_string_lossy().into_owned();
             let rel_path = if rel.is_empty() {
@@ -121,7 +126,7 @@ impl Walker<'_> {
             let path = dir.join(&name);
             let excluded = ignore.is_some_and(|m| m.matches(&rel_path));
             if excluded {
-                if meta.is_dir() && ignore.is_some_and(|m| m.may_include_below(&rel_path)) {
+                if descends(ignore, &rel_path, &meta, excluded) {
                     self.walk(&path, &rel_path)?;
                 }
                 continue;
@@ -152,6 +157,75 @@ impl Walker<'_> {
         }
         Ok(())
     }
+}
+
+/// The entries of `dir`, sorted by name, each with its metadata from the directory entry (a
+/// stat relative to `dir`, not of a whole path).
+fn list(dir: &Path) -> io::Result<Listing> {
+    let mut entries: Listing = fs::read_dir(dir)?
+        .map(|e| e.and_then(|e| Ok((e.file_name(), e.metadata()?))))
+        .collect::<Result<_, _>>()?;
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
+}
+
+/// Whether the walk goes into the entry `rel_path` (`excluded`: `.dockerignore` drops it).
+fn descends(
+    ignore: Option<&PatternMatcher>,
+    rel_path: &str,
+    meta: &Metadata,
+    excluded: bool,
+) -> bool {
+    meta.is_dir() && (!excluded || ignore.is_some_and(|m| m.may_include_below(rel_path)))
+}
+
+/// Lists the directories the walk will enter into `cache`, several at a time (a stat per entry
+/// is most of a warm walk's time). The walk then only reads the listings; whatever fails here
+/// is left for the walk to list, and report, itself.
+fn prefetch_listings(root: &Path, ignore: Option<&PatternMatcher>, cache: &StatCache) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let Ok(top) = list(root) else {
+        return;
+    };
+    let subdirs = |rel: &str, entries: &Listing| -> Vec<String> {
+        entries
+            .iter()
+            .filter_map(|(name, meta)| {
+                let name = name.to_string_lossy();
+                let rel_path = if rel.is_empty() {
+                    name.into_owned()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let excluded = ignore.is_some_and(|m| m.matches(&rel_path));
+                descends(ignore, &rel_path, meta, excluded).then_some(rel_path)
+            })
+            .collect()
+    };
+    let queue = std::sync::Mutex::new(subdirs("", &top));
+    cache.record_listing(Path::new(""), top);
+    if threads < 2 {
+        return;
+    }
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                // Depth-first per thread; a thread that runs dry takes another's queued work.
+                let Some(rel) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
+                    return;
+                };
+                let Ok(entries) = list(&root.join(&rel)) else {
+                    continue;
+                };
+                let below = subdirs(&rel, &entries);
+                cache.record_listing(Path::new(&rel), entries);
+                queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(below);
+            });
+        }
+    });
 }
 
 #[cfg(test)]
