@@ -13,6 +13,7 @@ mod dest;
 mod diff_tar;
 mod error;
 mod exporter;
+mod fill_buffer;
 mod image;
 mod layer;
 mod oci_layout;

@@ -14,6 +14,7 @@
 //! ends up emitting stored blocks anyway, while the check costs a few ms per MiB. See
 //! [`incompressible`].
 
+use crate::fill_buffer::FillBuffer;
 use crate::writer_thread::WriterThread;
 use flate2::{Compress, FlushCompress};
 use std::collections::VecDeque;
@@ -43,9 +44,8 @@ struct Job {
 /// A gzip writer that deflates blocks on `threads` threads and writes them, in order, to `W`
 /// on a writer thread.
 pub(crate) struct ParallelGzip<W: Write + Send + 'static> {
-    /// The block being filled: `BLOCK` bytes of which the first `filled` are data.
-    block: Vec<u8>,
-    filled: usize,
+    /// The block being filled (`BLOCK` bytes).
+    block: FillBuffer,
     /// The last `WINDOW` bytes before `block`.
     window: Vec<u8>,
     jobs: Option<SyncSender<Job>>,
@@ -76,8 +76,7 @@ impl<W: Write + Send + 'static> ParallelGzip<W> {
             })
             .collect::<io::Result<_>>()?;
         Ok(ParallelGzip {
-            block: Vec::new(),
-            filled: 0,
+            block: FillBuffer::new(BLOCK),
             window: Vec::new(),
             jobs: Some(jobs),
             workers,
@@ -92,17 +91,12 @@ impl<W: Write + Send + 'static> ParallelGzip<W> {
     /// Room in the current block for up to `max` more bytes (at least one when `max > 0`);
     /// [`ParallelGzip::commit`] then takes what was put there.
     pub(crate) fn spare(&mut self, max: usize) -> &mut [u8] {
-        if self.block.is_empty() {
-            self.block = vec![0; BLOCK];
-        }
-        let end = BLOCK.min(self.filled.saturating_add(max));
-        &mut self.block[self.filled..end]
+        self.block.spare(max)
     }
 
     /// Takes the first `n` bytes of the last [`ParallelGzip::spare`] as written.
     pub(crate) fn commit(&mut self, n: usize) -> io::Result<()> {
-        self.filled += n;
-        if self.filled == BLOCK {
+        if self.block.commit(n) {
             self.submit_block()?;
         }
         Ok(())
@@ -124,12 +118,9 @@ impl<W: Write + Send + 'static> ParallelGzip<W> {
     }
 
     fn submit_block(&mut self) -> io::Result<()> {
-        if self.filled == 0 {
+        let Some(data) = self.block.take() else {
             return Ok(());
-        }
-        let mut data = std::mem::take(&mut self.block);
-        data.truncate(self.filled);
-        self.filled = 0;
+        };
         self.size += data.len() as u64;
         let next = next_window(&self.window, &data);
         let window = std::mem::replace(&mut self.window, next);

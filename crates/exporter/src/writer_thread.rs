@@ -6,6 +6,7 @@
 //! bounded channel: at most [`QUEUE`] chunks wait, and a slow disk holds the producer back
 //! instead of filling memory.
 
+use crate::fill_buffer::FillBuffer;
 use std::io::{self, Write};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::thread::JoinHandle;
@@ -21,9 +22,8 @@ const WRITE_PIECE: usize = 256 << 10;
 
 /// A writer that forwards everything, in order, to `W` on another thread.
 pub(crate) struct WriterThread<W: Write + Send + 'static> {
-    /// The chunk being filled: `CHUNK` bytes of which the first `filled` are data.
-    chunk: Vec<u8>,
-    filled: usize,
+    /// The chunk being filled (`CHUNK` bytes).
+    chunk: FillBuffer,
     chunks: Option<SyncSender<Vec<u8>>>,
     thread: Option<JoinHandle<io::Result<W>>>,
 }
@@ -43,8 +43,7 @@ impl<W: Write + Send + 'static> WriterThread<W> {
                 Ok(out)
             })?;
         Ok(WriterThread {
-            chunk: Vec::new(),
-            filled: 0,
+            chunk: FillBuffer::new(CHUNK),
             chunks: Some(chunks),
             thread: Some(thread),
         })
@@ -59,18 +58,12 @@ impl<W: Write + Send + 'static> WriterThread<W> {
     /// Room in the current chunk for up to `max` more bytes (at least one when `max > 0`);
     /// [`WriterThread::commit`] then takes what was put there.
     pub(crate) fn spare(&mut self, max: usize) -> &mut [u8] {
-        if self.chunk.is_empty() {
-            self.chunk = vec![0; CHUNK];
-        }
-        let end = CHUNK.min(self.filled.saturating_add(max));
-        &mut self.chunk[self.filled..end]
+        self.chunk.spare(max)
     }
 
     /// Takes the first `n` bytes of the last [`WriterThread::spare`] as written.
     pub(crate) fn commit(&mut self, n: usize) -> io::Result<()> {
-        self.filled += n;
-        debug_assert!(self.filled <= self.chunk.len());
-        if self.filled == CHUNK {
+        if self.chunk.commit(n) {
             self.send_filled()?;
         }
         Ok(())
@@ -88,13 +81,10 @@ impl<W: Write + Send + 'static> WriterThread<W> {
     }
 
     fn send_filled(&mut self) -> io::Result<()> {
-        if self.filled == 0 {
-            return Ok(());
+        match self.chunk.take() {
+            Some(chunk) => self.send_chunk(chunk),
+            None => Ok(()),
         }
-        let mut chunk = std::mem::take(&mut self.chunk);
-        chunk.truncate(self.filled);
-        self.filled = 0;
-        self.send_chunk(chunk)
     }
 
     fn send_chunk(&mut self, chunk: Vec<u8>) -> io::Result<()> {
