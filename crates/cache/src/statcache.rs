@@ -226,9 +226,11 @@ impl StatCache {
         digest
     }
 
-    /// Remembers, for this process, the listing of the context directory `rel`.
-    pub fn record_listing(&self, rel: &Path, listing: Listing) {
-        self.lock().listings.insert(normal(rel), Arc::new(listing));
+    /// Remembers, for this process, the listing of the context directory `rel`; returns it.
+    pub fn record_listing(&self, rel: &Path, listing: Listing) -> Arc<Listing> {
+        let listing = Arc::new(listing);
+        self.lock().listings.insert(normal(rel), listing.clone());
+        listing
     }
 
     /// The listing of the context directory `rel` that this process recorded, if any.

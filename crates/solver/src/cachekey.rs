@@ -4,10 +4,12 @@
 
 use kiln_cache::statcache::{read_hash, Listing, StatCache};
 use kiln_patterns::PatternMatcher;
+use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 
 /// A blake3 cache key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -107,16 +109,13 @@ impl Walker<'_> {
     fn walk(&mut self, dir: &Path, rel: &str) -> io::Result<()> {
         let ignore = self.ignore;
         let entries = match self.cache.and_then(|c| c.listing(Path::new(rel))) {
-            Some(listing) => listing.as_ref().clone(),
-            None => {
-                let entries = list(dir)?;
-                if let Some(cache) = self.cache {
-                    cache.record_listing(Path::new(rel), entries.clone());
-                }
-                entries
-            }
+            Some(listing) => listing,
+            None => match self.cache {
+                Some(cache) => cache.record_listing(Path::new(rel), list(dir)?),
+                None => Arc::new(list(dir)?),
+            },
         };
-        for (name, meta) in entries {
+        for (name, meta) in entries.iter() {
             let name = name.to_string_lossy().into_owned();
             let rel_path = if rel.is_empty() {
                 name.clone()
@@ -126,7 +125,7 @@ impl Walker<'_> {
             let path = dir.join(&name);
             let excluded = ignore.is_some_and(|m| m.matches(&rel_path));
             if excluded {
-                if descends(ignore, &rel_path, &meta, excluded) {
+                if descends(ignore, &rel_path, meta, excluded) {
                     self.walk(&path, &rel_path)?;
                 }
                 continue;
@@ -145,7 +144,7 @@ impl Walker<'_> {
             } else if ft.is_file() {
                 b.str("file");
                 let hash = match self.cache {
-                    Some(cache) => cache.hash_file(Path::new(&rel_path), &path, &meta)?,
+                    Some(cache) => cache.hash_file(Path::new(&rel_path), &path, meta)?,
                     None => read_hash(&path)?.0,
                 };
                 b.bytes(&hash);
@@ -160,13 +159,22 @@ impl Walker<'_> {
 }
 
 /// The entries of `dir`, sorted by name, each with its metadata from the directory entry (a
-/// stat relative to `dir`, not of a whole path).
-fn list(dir: &Path) -> io::Result<Listing> {
-    let mut entries: Listing = fs::read_dir(dir)?
-        .map(|e| e.and_then(|e| Ok((e.file_name(), e.metadata()?))))
-        .collect::<Result<_, _>>()?;
+/// stat relative to `dir`, not of a whole path), or why that stat failed (the entry went away
+/// meanwhile, say).
+pub(crate) fn read_dir_with_meta(dir: &Path) -> io::Result<Vec<(OsString, io::Result<Metadata>)>> {
+    let mut entries = fs::read_dir(dir)?
+        .map(|e| e.map(|e| (e.file_name(), e.metadata())))
+        .collect::<io::Result<Vec<_>>>()?;
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(entries)
+}
+
+/// [`read_dir_with_meta`], failing if any entry can't be stat'ed.
+fn list(dir: &Path) -> io::Result<Listing> {
+    read_dir_with_meta(dir)?
+        .into_iter()
+        .map(|(name, meta)| Ok((name, meta?)))
+        .collect()
 }
 
 /// Whether the walk goes into the entry `rel_path` (`excluded`: `.dockerignore` drops it).

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use kiln_cache::statcache::{read_hash, StatCache};
 use kiln_patterns::PatternMatcher;
 
-use crate::cachekey::{CacheKey, KeyBuilder};
+use crate::cachekey::{read_dir_with_meta, CacheKey, KeyBuilder};
 use crate::fileop::copy::{source_io, SourceView};
 use crate::fileop::filter::{Filters, Selection};
 use crate::fileop::{FileOpError, SourceFs};
@@ -205,14 +205,20 @@ impl Walker<'_> {
             }
             // Each child's metadata comes from its directory entry (a stat relative to the
             // directory, not a walk of its whole path).
-            let children = match self.cache.and_then(|c| c.listing(src)) {
-                Some(listing) => listing
-                    .iter()
-                    .map(|(name, meta)| (name.clone(), Some(meta.clone())))
-                    .collect(),
-                None => read_dir_sorted_with_meta(&abs)
-                    .map_err(|e| source_io("failed to read", &shown(), e))?,
-            };
+            let children: Vec<(std::ffi::OsString, Option<Metadata>)> =
+                match self.cache.and_then(|c| c.listing(src)) {
+                    Some(listing) => listing
+                        .iter()
+                        .map(|(name, meta)| (name.clone(), Some(meta.clone())))
+                        .collect(),
+                    // An entry whose stat fails (it went away meanwhile) is stat'ed again by
+                    // `entry`, which skips it.
+                    None => read_dir_with_meta(&abs)
+                        .map_err(|e| source_io("failed to read", &shown(), e))?
+                        .into_iter()
+                        .map(|(name, meta)| (name, meta.ok()))
+                        .collect(),
+                };
             for (name, meta) in children {
                 self.entry(filters, &src.join(&name), &within.join(&name), false, meta)?;
             }
@@ -355,18 +361,6 @@ fn xattrs(abs: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect();
     out.sort();
     out
-}
-
-/// The names in `dir`, sorted, each with its `symlink_metadata` (`None` when the entry went
-/// away meanwhile: the walk then stats it itself and skips it).
-fn read_dir_sorted_with_meta(
-    dir: &Path,
-) -> io::Result<Vec<(std::ffi::OsString, Option<Metadata>)>> {
-    let mut entries = fs::read_dir(dir)?
-        .map(|e| e.map(|e| (e.file_name(), e.metadata().ok())))
-        .collect::<io::Result<Vec<_>>>()?;
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(entries)
 }
 
 /// Whether an error means "nothing there" (fileop's `is_missing`).

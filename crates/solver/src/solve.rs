@@ -831,20 +831,23 @@ impl Worker {
                     .fetch_blob(&r, desc, &self.content)
                     .map_err(|e| e.to_string())?;
             }
-            layers.push(Layer {
-                diff: self.snapshots.diff_dir(&sid),
-                id: sid,
-                blob: Some(LayerBlob {
-                    descriptor: desc.clone(),
-                    diff_id: diff_id.clone(),
-                }),
-            });
+            layers.push(self.base_layer(sid, desc, diff_id));
         }
         Ok(layers)
     }
 
-    /// Brings the layers of the manifest `digest` of the OCI layout at `root` into the content
-    /// store (verified) and unpacks each into a snapshot named by its diff_id, as `pull` does.
+    /// A base image's layer: its snapshot `sid` and the blob it came from.
+    fn base_layer(&self, sid: SnapshotId, desc: &kiln_oci::Descriptor, diff_id: &Digest) -> Layer {
+        Layer {
+            diff: self.snapshots.diff_dir(&sid),
+            id: sid,
+            blob: Some(LayerBlob {
+                descriptor: desc.clone(),
+                diff_id: diff_id.clone(),
+            }),
+        }
+    }
+
     /// The image manifest `digest` and its config, if both are in the content store (the
     /// store verified their digests when they were written).
     fn stored_manifest(
@@ -857,6 +860,8 @@ impl Worker {
         Some((manifest, config))
     }
 
+    /// Brings the layers of the manifest `digest` of the OCI layout at `root` into the content
+    /// store (verified) and unpacks each into a snapshot named by its diff_id, as `pull` does.
     fn load_oci_layout(
         &self,
         root: &std::path::Path,
@@ -899,14 +904,7 @@ impl Worker {
             }
             kiln_cache::unpack_to_snapshot(&self.content, &self.snapshots, desc, diff_id, &sid)
                 .map_err(|e| format!("{}: layer {}: {e}", root.display(), desc.digest))?;
-            layers.push(Layer {
-                diff: self.snapshots.diff_dir(&sid),
-                id: sid,
-                blob: Some(LayerBlob {
-                    descriptor: desc.clone(),
-                    diff_id: diff_id.clone(),
-                }),
-            });
+            layers.push(self.base_layer(sid, desc, diff_id));
         }
         Ok(layers)
     }
@@ -1270,7 +1268,7 @@ impl Worker {
                 .then(|| dest.upper().map(Path::to_path_buf))
                 .flatten();
             let opts = FileOpOptions {
-                previous: previous.filter(|_| upper.is_some()),
+                previous,
                 upper,
                 ..FileOpOptions::default()
             };
