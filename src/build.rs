@@ -8,7 +8,7 @@ use crate::output::{self, Output};
 use crate::progress::{Progress, Summary};
 use crate::state::State;
 use anyhow::{anyhow, bail, Context, Result};
-use kiln_exporter::{ExportInput, Exporter, ImageOptions, LayerOptions};
+use kiln_exporter::{ExportInput, Exporter, ImageOptions, InputKind, LayerOptions};
 use kiln_frontend::{
     convert::{self, BuildOptions, NamedContext},
     parser, Error as FrontendError, SourceFile, Span,
@@ -90,11 +90,11 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         &annotations,
     )?;
     let labels = parse_labels(&args.labels)?;
-    for spec in &outputs {
-        for name in &spec.names {
-            images::normalise(name)?;
-        }
-    }
+    // Each output's image names, checked before anything is built.
+    let output_names: Vec<Vec<images::Name>> = outputs
+        .iter()
+        .map(|spec| spec.names.iter().map(|n| images::normalise(n)).collect())
+        .collect::<Result<_>>()?;
     if outputs.is_empty() {
         eprintln!("WARNING: no output specified: the build result will only remain in the build cache (use -t NAME, or --output type=oci,dest=PATH)");
     }
@@ -162,90 +162,58 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
     let mut rootfs: Option<kiln_cache::Mounted> = None;
     // The image the build's metadata describes: that of the first image output.
     let mut main_image: Option<kiln_exporter::Image> = None;
-    for spec in &outputs {
-        if !spec.output.is_image() {
-            if rootfs.is_none() {
-                let diffs: Vec<PathBuf> = solved.layers.iter().map(|l| l.diff.clone()).collect();
-                rootfs = Some(state.snapshots.mount_ro(&diffs)?);
-            }
-            let path = rootfs.as_ref().expect("mounted").path();
-            let clamp = maker.epoch.filter(|_| spec.format.rewrite_timestamp);
-            let (exporter, what) = match &spec.output {
-                Output::Local { dest } => (
-                    kiln_exporter::RootfsExporter::Local { dest: dest.clone() },
-                    format!("copying files to {}", dest.display()),
-                ),
-                Output::Tar { dest } => (
-                    kiln_exporter::RootfsExporter::Tar {
-                        dest: dest.clone(),
-                        mtime_clamp: clamp,
-                    },
-                    format!("sending tarball to {}", dest.display()),
-                ),
-                _ => unreachable!("image outputs are handled below"),
-            };
-            progress.step(&what, |_| {
-                exporter.export(&state.content, ExportInput::Rootfs(path))?;
-                Ok(())
-            })?;
-            continue;
-        }
-        let image = maker.image(&spec.format, &progress)?;
-        let names: Vec<images::Name> = spec
-            .names
-            .iter()
-            .map(|n| images::normalise(n))
-            .collect::<Result<_>>()?;
-        let first = names.first();
-        match &spec.output {
-            Output::Oci { dest, tar } => {
-                let exporter = kiln_exporter::OciExporter {
+    for (spec, names) in outputs.iter().zip(&output_names) {
+        // Outputs written by an exporter to a destination: which, and how the step is named.
+        let (exporter, what): (Box<dyn Exporter>, String) = match &spec.output {
+            Output::Local { dest } => (
+                Box::new(kiln_exporter::RootfsExporter::Local { dest: dest.clone() }),
+                format!("copying files to {}", dest.display()),
+            ),
+            Output::Tar { dest } => (
+                Box::new(kiln_exporter::RootfsExporter::Tar {
+                    dest: dest.clone(),
+                    mtime_clamp: maker.epoch.filter(|_| spec.format.rewrite_timestamp),
+                }),
+                format!("sending tarball to {}", dest.display()),
+            ),
+            Output::Oci { dest, tar } => (
+                Box::new(kiln_exporter::OciExporter {
                     dest: if *tar {
                         kiln_exporter::OciDest::Tar(dest.clone())
                     } else {
                         kiln_exporter::OciDest::Dir(dest.clone())
                     },
-                    image_name: first.map(|n| n.full.clone()),
-                };
-                progress.step(
-                    &format!("exporting to oci image format at {}", dest.display()),
-                    |log| {
-                        exporter.export(&state.content, ExportInput::Image(&image))?;
-                        log(&format!("manifest {}", image.descriptor.digest));
-                        Ok(())
-                    },
-                )?;
-            }
-            Output::Docker { dest: Some(dest) } => {
-                let exporter = kiln_exporter::DockerExporter {
+                    image_name: names.first().map(|n| n.full.clone()),
+                }),
+                format!("exporting to oci image format at {}", dest.display()),
+            ),
+            Output::Docker { dest: Some(dest) } => (
+                Box::new(kiln_exporter::DockerExporter {
                     dest: dest.clone(),
                     repo_tags: names.iter().map(|n| n.familiar.clone()).collect(),
-                };
-                progress.step(
-                    &format!("exporting to docker image format at {}", dest.display()),
-                    |log| {
-                        exporter.export(&state.content, ExportInput::Image(&image))?;
-                        log(&format!("manifest {}", image.descriptor.digest));
-                        Ok(())
-                    },
-                )?;
-            }
+                }),
+                format!("exporting to docker image format at {}", dest.display()),
+            ),
             Output::Docker { dest: None } => {
+                let image = maker.image(&spec.format, &progress)?;
                 let tags: Vec<String> = names.iter().map(|n| n.familiar.clone()).collect();
                 progress.step("loading the image into the local engine", |log| {
                     images::load(&state.content, &image, &tags, log)
                 })?;
+                main_image.get_or_insert(image);
+                continue;
             }
             Output::Image { push } => {
+                let image = maker.image(&spec.format, &progress)?;
                 let store = kiln_cache::ImageStore::open(&state.content)?;
-                for name in &names {
+                for name in names {
                     progress.step(&format!("naming to {}", name.full), |_| {
                         store.tag(&name.full, &image.descriptor)?;
                         Ok(())
                     })?;
                 }
                 if *push {
-                    for name in &names {
+                    for name in names {
                         progress.step(&format!("pushing {}", name.full), |log| {
                             images::push(
                                 &registry,
@@ -258,10 +226,33 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
                         })?;
                     }
                 }
+                main_image.get_or_insert(image);
+                continue;
             }
-            Output::Local { .. } | Output::Tar { .. } => unreachable!("handled above"),
+        };
+        match exporter.input() {
+            InputKind::Rootfs => {
+                if rootfs.is_none() {
+                    let diffs: Vec<PathBuf> =
+                        solved.layers.iter().map(|l| l.diff.clone()).collect();
+                    rootfs = Some(state.snapshots.mount_ro(&diffs)?);
+                }
+                let path = rootfs.as_ref().expect("mounted").path();
+                progress.step(&what, |_| {
+                    exporter.export(&state.content, ExportInput::Rootfs(path))?;
+                    Ok(())
+                })?;
+            }
+            InputKind::Image => {
+                let image = maker.image(&spec.format, &progress)?;
+                progress.step(&what, |log| {
+                    exporter.export(&state.content, ExportInput::Image(&image))?;
+                    log(&format!("manifest {}", image.descriptor.digest));
+                    Ok(())
+                })?;
+                main_image.get_or_insert(image);
+            }
         }
-        main_image.get_or_insert(image);
     }
     drop(rootfs);
     if main_image.is_none() && (args.iidfile.is_some() || args.metadata_file.is_some()) {
@@ -285,19 +276,14 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
                 "containerimage.descriptor".into(),
                 serde_json::to_value(&image.descriptor)?,
             );
-            let names: Vec<String> = outputs
-                .iter()
-                .flat_map(|o| o.names.iter())
-                .map(|n| images::normalise(n).map(|n| n.full))
-                .collect::<Result<_>>()?;
-            if !names.is_empty() {
-                let mut unique = Vec::new();
-                for n in names {
-                    if !unique.contains(&n) {
-                        unique.push(n);
-                    }
+            let mut names: Vec<&str> = Vec::new();
+            for name in output_names.iter().flatten() {
+                if !names.contains(&name.full.as_str()) {
+                    names.push(&name.full);
                 }
-                meta.insert("image.name".into(), unique.join(",").into());
+            }
+            if !names.is_empty() {
+                meta.insert("image.name".into(), names.join(",").into());
             }
             write_file(path, &serde_json::to_vec_pretty(&meta)?)?;
         }

@@ -6,6 +6,7 @@ use crate::cli::{ImagesArgs, PushArgs, RmiArgs, SaveArgs, SaveFormat};
 use crate::state::State;
 use anyhow::{anyhow, bail, Context, Result};
 use kiln_cache::{ContentStore, ImageStore};
+use kiln_exporter::{ExportInput, Exporter};
 use kiln_frontend::convert::{ImageResolver, ResolvedImage};
 use kiln_oci::Digest;
 use kiln_oci::{media_types, Descriptor, ImageConfig, Manifest, Platform};
@@ -165,25 +166,18 @@ pub fn save(root: &Path, args: SaveArgs) -> Result<()> {
     let store = ImageStore::open(&state.content)?;
     let (name, descriptor) = stored(&store, &args.image)?;
     let image = read_image(&state.content, &descriptor)?;
-    match args.format {
-        SaveFormat::Docker => kiln_exporter::write_docker_archive(
-            &state.content,
-            &image,
-            &args.output,
-            std::slice::from_ref(&name.familiar),
-        )?,
-        SaveFormat::Oci => {
-            let tag = name.reference.tag.as_deref().unwrap_or("latest");
-            kiln_exporter::write_oci_layout(
-                &state.content,
-                &image,
-                &args.output,
-                true,
-                Some(tag),
-                Some(&name.full),
-            )?
-        }
-    }
+    // The same exporters as `--output type=docker|oci`.
+    let exporter: Box<dyn Exporter> = match args.format {
+        SaveFormat::Docker => Box::new(kiln_exporter::DockerExporter {
+            dest: args.output,
+            repo_tags: vec![name.familiar],
+        }),
+        SaveFormat::Oci => Box::new(kiln_exporter::OciExporter {
+            dest: kiln_exporter::OciDest::Tar(args.output),
+            image_name: Some(name.full),
+        }),
+    };
+    exporter.export(&state.content, ExportInput::Image(&image))?;
     Ok(())
 }
 
