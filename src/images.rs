@@ -94,7 +94,7 @@ pub fn list(root: &Path, args: ImagesArgs) -> Result<()> {
     for image in &images {
         let (size, created) = match read_image(&state.content, &image.descriptor) {
             Ok(i) => (
-                human_size(
+                kiln_solver::human_bytes(
                     i.manifest.config.size + i.manifest.layers.iter().map(|l| l.size).sum::<u64>(),
                 ),
                 i.config.created.unwrap_or_else(|| "-".into()),
@@ -122,21 +122,6 @@ pub fn list(root: &Path, args: ImagesArgs) -> Result<()> {
         println!("{}", line.join("   ").trim_end());
     }
     Ok(())
-}
-
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.3}{}", UNITS[unit])
-    }
 }
 
 /// `kiln rmi`: removes names; the blobs stay in the content store for the cache.
@@ -248,7 +233,7 @@ fn describe(event: &PushEvent) -> Option<String> {
         PushEvent::BlobExists { digest, .. } => format!("{digest}: already in the registry"),
         PushEvent::BlobMounted { digest, from, .. } => format!("{digest}: mounted from {from}"),
         PushEvent::BlobUploading { digest, size } => {
-            format!("{digest}: pushing {}", human_size(*size))
+            format!("{digest}: pushing {}", kiln_solver::human_bytes(*size))
         }
         PushEvent::BlobProgress { .. } => return None,
         PushEvent::BlobUploaded { digest, .. } => format!("{digest}: done"),
