@@ -351,6 +351,8 @@ impl ImageResolver for Resolver {
             .client
             .resolve(&r, platform)
             .map_err(|e| e.to_string())?;
+        // The solver pulls this manifest by digest: from the content store, without asking again.
+        resolved.keep(&self.content);
         Ok(ResolvedImage {
             reference: r.to_string(),
             digest: Some(resolved.manifest_digest),

@@ -488,6 +488,9 @@ struct Converter<'a> {
     context: Option<OpId>,
     scratch: Option<OpId>,
     images: HashMap<String, OpId>,
+    /// Base images resolved so far, by `reference@platform`: each is asked for once per build,
+    /// so that every stage built FROM one reference sees one image (as BuildKit's resolver cache).
+    resolved: HashMap<String, ResolvedImage>,
     /// Ops of named contexts already added: (name, as a root filesystem?) → op.
     named_ops: HashMap<(String, bool), OpId>,
     used_args: BTreeSet<String>,
@@ -523,6 +526,7 @@ impl<'a> Converter<'a> {
             context: None,
             scratch: None,
             images: HashMap::new(),
+            resolved: HashMap::new(),
             named_ops: HashMap::new(),
             used_args: BTreeSet::new(),
             warnings: df.warnings.clone(),
@@ -989,12 +993,20 @@ impl<'a> Converter<'a> {
         image: &str,
         platform: &Platform,
     ) -> Result<(OpId, ImageConfig), Error> {
-        let resolved = self.resolver.resolve(image, platform).map_err(|e| {
-            self.err(
-                node.rest_span_full(),
-                format!("failed to resolve base image {image}: {e}"),
-            )
-        })?;
+        let asked = format!("{image}@{platform}");
+        let resolved = match self.resolved.get(&asked) {
+            Some(resolved) => resolved.clone(),
+            None => {
+                let resolved = self.resolver.resolve(image, platform).map_err(|e| {
+                    self.err(
+                        node.rest_span_full(),
+                        format!("failed to resolve base image {image}: {e}"),
+                    )
+                })?;
+                self.resolved.insert(asked, resolved.clone());
+                resolved
+            }
+        };
         let key = format!("{}@{:?}@{platform}", resolved.reference, resolved.digest);
         let op = match self.images.get(&key) {
             Some(op) => *op,

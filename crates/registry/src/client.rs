@@ -80,6 +80,15 @@ pub struct Resolved {
     pub index_digest: Option<Digest>,
 }
 
+impl Resolved {
+    /// Keeps the manifest and config in `store`, so that a later pull of this manifest by
+    /// digest needs no request. Only a cache: a failure to keep them costs a request later.
+    pub fn keep(&self, store: &ContentStore) {
+        let _ = store.put(&self.manifest_bytes);
+        let _ = store.put(&self.config_bytes);
+    }
+}
+
 /// A blocking OCI distribution client. Cheap to share between threads (`Arc<Client>`);
 /// call it from `spawn_blocking` in async code.
 pub struct Client {

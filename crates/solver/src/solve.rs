@@ -791,9 +791,7 @@ impl Worker {
                     .resolve(&r, platform)
                     .map_err(|e| e.to_string())?;
                 if digest.is_some() {
-                    // Only a cache: a failure to keep them costs the next build a request.
-                    let _ = self.content.put(&resolved.manifest_bytes);
-                    let _ = self.content.put(&resolved.config_bytes);
+                    resolved.keep(&self.content);
                 }
                 (resolved.manifest, resolved.config)
             }
