@@ -28,6 +28,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
@@ -103,16 +104,35 @@ pub struct Unpacked {
 /// whiteouts to overlay form. Returns the diff_id, computed while reading, for the caller to
 /// check. On error `diff_dir` holds a partial layer; the caller throws it away.
 pub fn unpack_layer(
-    blob: impl Read,
+    blob: impl Read + Send,
     media_type: &str,
     diff_dir: &Path,
 ) -> Result<Unpacked, UnpackError> {
     ensure_empty(diff_dir)?;
-    let stream = DiffIdReader::new(decompress(blob, media_type).map_err(UnpackError::Corrupt)?);
     let root = LayerRoot::open(diff_dir).map_err(|e| UnpackError::Target {
         dir: diff_dir.to_path_buf(),
         reason: e.to_string(),
     })?;
+    // Decompressing and hashing run on a thread of their own while this one writes the
+    // entries: for a typical base layer the two take about as long as each other.
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel(INFLATED_CHUNKS);
+        let inflater = std::thread::Builder::new()
+            .name("unpack-inflate".into())
+            .spawn_scoped(scope, move || inflate(blob, media_type, tx))
+            .map_err(UnpackError::Corrupt)?;
+        let unpacked = unpack_entries(root, Inflated::new(rx));
+        // The receiver is gone: an inflater still running stops at its next chunk.
+        inflater
+            .join()
+            .map_err(|_| UnpackError::Corrupt(io::Error::other("the decompressor panicked")))?;
+        unpacked
+    })
+}
+
+/// Writes the entries of the uncompressed layer `stream` under `root`, then reads the rest of
+/// the stream (what follows the end-of-archive marker, which the diff_id covers too).
+fn unpack_entries(root: LayerRoot, stream: Inflated) -> Result<Unpacked, UnpackError> {
     let mut unpacker = Unpacker {
         root,
         dir_times: Vec::new(),
@@ -128,10 +148,9 @@ pub fn unpack_layer(
     if stream.hit_eof && stream.total > 0 {
         return Err(UnpackError::Truncated);
     }
-    // The diff_id covers everything after the end-of-archive marker too.
     io::copy(&mut stream, &mut io::sink()).map_err(UnpackError::Corrupt)?;
     Ok(Unpacked {
-        diff_id: stream.finish(),
+        diff_id: stream.hasher.finish().0,
         entries: unpacker.entries,
     })
 }
@@ -249,37 +268,87 @@ fn decompress<'a>(mut blob: impl Read + 'a, media_type: &str) -> io::Result<Box<
     })
 }
 
-/// Hashes the uncompressed stream as the tar reader consumes it, and notes whether the tar
-/// reader ran into its end (a complete archive stops at its end-of-archive marker first).
-struct DiffIdReader<R> {
-    inner: R,
+/// How many inflated chunks may wait for the entry writer.
+const INFLATED_CHUNKS: usize = 4;
+/// The size of an inflated chunk.
+const INFLATED_CHUNK: usize = 1 << 17;
+
+/// The inflater's side: decompresses `blob` and hands the uncompressed stream over in chunks.
+fn inflate(blob: impl Read, media_type: &str, tx: mpsc::SyncSender<io::Result<Vec<u8>>>) {
+    let mut stream = match decompress(blob, media_type) {
+        Ok(stream) => stream,
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            return;
+        }
+    };
+    loop {
+        let mut chunk = vec![0; INFLATED_CHUNK];
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => {
+                chunk.truncate(n);
+                if tx.send(Ok(chunk)).is_err() {
+                    // The entry writer stopped.
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+/// The entry writer's side of the inflated stream. Hashes it as the tar reader consumes it (the
+/// diff_id), and notes how much that was and whether the reader ran into the end (a complete
+/// archive stops at its end-of-archive marker first).
+struct Inflated {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
     hasher: Sha256Writer<io::Sink>,
+    chunk: Vec<u8>,
+    pos: usize,
     total: u64,
     hit_eof: bool,
 }
 
-impl<R: Read> DiffIdReader<R> {
-    fn new(inner: R) -> Self {
-        DiffIdReader {
-            inner,
+impl Inflated {
+    fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>) -> Self {
+        Inflated {
+            rx,
             hasher: Sha256Writer::new(io::sink()),
+            chunk: Vec::new(),
+            pos: 0,
             total: 0,
             hit_eof: false,
         }
     }
-
-    fn finish(self) -> Digest {
-        self.hasher.finish().0
-    }
 }
 
-impl<R: Read> Read for DiffIdReader<R> {
+impl Read for Inflated {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.hit_eof = true;
+        if buf.is_empty() {
+            return Ok(0);
         }
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.chunk = chunk?;
+                    self.pos = 0;
+                }
+                // The inflater is done and everything it sent was read.
+                Err(mpsc::RecvError) => {
+                    self.hit_eof = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
         self.hasher.write_all(&buf[..n])?;
+        self.pos += n;
         self.total += n as u64;
         Ok(n)
     }
