@@ -764,6 +764,19 @@ fn arg_scoping() {
     ]);
 }
 
+/// Every stage FROM one reference sees one image: the resolver is asked once per reference
+/// and platform in a build (as BuildKit's frontend caches its resolutions).
+#[test]
+fn a_base_image_is_resolved_once_per_reference_and_platform() {
+    let fake = Fake::new();
+    let text = "FROM base AS a\nRUN a\nFROM base AS b\nRUN b\nFROM --platform=linux/arm64 base AS c\nRUN c\nFROM base\nCOPY --from=a /a /\nCOPY --from=b /b /\nCOPY --from=c /c /";
+    try_plan_with(text, &opts(), &fake).unwrap();
+    assert_eq!(
+        *fake.calls.borrow(),
+        vec!["base@linux/amd64", "base@linux/arm64"]
+    );
+}
+
 /// The predefined platform ARGs: usable in FROM, and in a stage after `ARG NAME`.
 #[test]
 fn predefined_platform_args() {
