@@ -20,7 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile.
     Build(Box<BuildArgs>),
-    /// Remove build cache: empties the cache mounts (`RUN --mount=type=cache`).
+    /// Remove the build cache (step results, cache mounts, blobs no local image needs); local
+    /// images stay.
     Prune(PruneArgs),
     /// List the images of kiln's local image store.
     Images(ImagesArgs),

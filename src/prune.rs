@@ -1,9 +1,12 @@
-//! `kiln prune`: empties the cache mounts (`RUN --mount=type=cache`) of the state directory and
-//! says what it removed. Builds hold a shared lock on the state directory for as long as they
+//! `kiln prune`: removes the build cache of the state directory, as `docker builder prune -a`
+//! does — the cache mounts (`RUN --mount=type=cache`), every step result, the step records and
+//! stat caches, and the blobs and unpacked layers no image of the local image store needs —
+//! and says what it removed. Local images stay whole (see `kiln_cache::prune`). Builds hold a shared lock on the state directory for as long as they
 //! run, so prune takes it exclusively (as a crash clean-up in [`crate::state`] does) and waits
 //! for running builds to finish first; builds that start meanwhile wait for prune.
 
 use anyhow::{Context, Result};
+use kiln_cache::{ContentStore, SnapshotStore};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
@@ -15,6 +18,15 @@ pub fn run(root: &Path) -> Result<()> {
         return Ok(());
     }
     let _lock = lock_exclusive(root)?;
+    // Alone on the root: what crashed builds left goes too.
+    kiln_solver::executor::clean_up_after_crash(&root.join("executor"))
+        .context("clearing what a crashed build left in the executor's state")?;
+    let content = ContentStore::open(&root.join("content"))?;
+    let snapshots = SnapshotStore::open(root)?;
+    snapshots.clear_tmp()?;
+    content.clear_ingest()?;
+    let cache = kiln_cache::prune_build_cache(root, &content, &snapshots)
+        .with_context(|| format!("removing the build cache of {}", root.display()))?;
     let pruned = kiln_solver::cachemount::prune(root)
         .with_context(|| format!("removing the cache mounts of {}", root.display()))?;
     for cache in &pruned {
@@ -24,7 +36,17 @@ pub fn run(root: &Path) -> Result<()> {
             kiln_solver::human_bytes(cache.bytes)
         );
     }
-    let total: u64 = pruned.iter().map(|c| c.bytes).sum();
+    println!(
+        "removed {} snapshot{} (step results, and unpacked layers no local image has)",
+        cache.snapshots,
+        if cache.snapshots == 1 { "" } else { "s" }
+    );
+    println!(
+        "removed {} blob{} no local image needs, the step records and the stat caches",
+        cache.blobs,
+        if cache.blobs == 1 { "" } else { "s" }
+    );
+    let total: u64 = pruned.iter().map(|c| c.bytes).sum::<u64>() + cache.bytes;
     println!(
         "Total: {} cache mount{} removed, {} reclaimed",
         pruned.len(),

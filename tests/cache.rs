@@ -182,3 +182,52 @@ fn a_rebuild_that_runs_nothing_gives_the_same_image() {
         common::manifest_digest(&sb.path("o2"))
     );
 }
+
+/// `kiln prune` removes the build cache — step results, records, stat caches, blobs no local
+/// image needs — and keeps the local images whole, their layers unpacked: a build FROM one
+/// afterwards runs its steps again and needs no registry.
+#[test]
+fn prune_removes_the_build_cache_and_keeps_local_images() {
+    let reg = Registry::start(None);
+    let base = reg.push_busybox();
+    let sb = Sandbox::new();
+    sb.file("f.txt", "F").dockerfile(&format!(
+        "FROM {base}\nRUN echo built > /b\nCOPY f.txt /f.txt\n"
+    ));
+    let ctx = sb.ctx().display().to_string();
+    sb.kiln(&["build", "--progress", "plain", "-t", "app:1", &ctx])
+        .ok();
+    let root = sb.root();
+    assert!(root.join("records").is_dir());
+
+    let pruned = sb.kiln(&["prune"]).ok().stdout();
+    // The RUN and COPY results go; busybox's unpacked layer is app:1's and stays.
+    assert!(pruned.contains("removed 2 snapshots"), "{pruned}");
+    let snapshots = common::procs::entries(&root.join("snapshots"));
+    assert!(
+        snapshots.len() == 1 && snapshots[0].starts_with("layer-"),
+        "{snapshots:?}"
+    );
+    assert!(!root.join("records").exists() && !root.join("statcache").exists());
+    // Left in the content store: app:1's manifest, config and three layers, nothing else
+    // (busybox's own manifest and config went).
+    let blobs = common::procs::entries(&root.join("content/blobs/sha256"));
+    assert_eq!(blobs.len(), 5, "{blobs:?}");
+    assert!(sb.kiln(&["images"]).ok().stdout().contains("app:1 "));
+
+    // The registry goes away: app:1 is enough to build on; the steps run again.
+    drop(reg);
+    sb.dockerfile("FROM app:1\nRUN cat /b /f.txt > /both\n");
+    let log = sb.build_oci("o", &[]).ok().stderr();
+    assert!(!cached(&log, "RUN cat"), "{log}");
+    let rootfs = sb.unpack("o", "latest");
+    assert_eq!(fs::read_to_string(rootfs.join("both")).unwrap(), "built\nF");
+    // A second prune removes the RUN's result and keeps app:1's three layers, now all unpacked.
+    let again = sb.kiln(&["prune"]).ok().stdout();
+    assert!(again.contains("removed 1 snapshot "), "{again}");
+    let snapshots = common::procs::entries(&root.join("snapshots"));
+    assert!(
+        snapshots.len() == 3 && snapshots.iter().all(|s| s.starts_with("layer-")),
+        "{snapshots:?}"
+    );
+}

@@ -88,6 +88,21 @@ impl ContentStore {
         self.blobs.join(d.hex())
     }
 
+    /// The digests of every blob in the store (files with other names are not blobs).
+    pub fn list(&self) -> io::Result<Vec<Digest>> {
+        let mut digests = Vec::new();
+        for entry in fs::read_dir(&self.blobs)? {
+            let name = entry?.file_name();
+            if let Some(digest) = name
+                .to_str()
+                .and_then(|hex| format!("sha256:{hex}").parse::<Digest>().ok())
+            {
+                digests.push(digest);
+            }
+        }
+        Ok(digests)
+    }
+
     /// Whether the blob with digest `d` is in the store.
     pub fn contains(&self, d: &Digest) -> bool {
         self.blob_path(d).is_file()

@@ -5,6 +5,7 @@
 
 pub mod content;
 pub mod images;
+pub mod prune;
 pub mod records;
 pub mod snapshot;
 pub mod statcache;
@@ -12,6 +13,7 @@ pub mod unpack;
 
 pub use content::{BlobWriter, ContentError, ContentStore};
 pub use images::{ImageStore, ImageStoreError, StoredImage};
+pub use prune::{file_bytes, prune_build_cache, PruneError, Pruned};
 pub use records::RecordStore;
 pub use snapshot::{
     materialise_layers, Mounted, Prepared, SnapshotError, SnapshotId, SnapshotStore,

@@ -14,6 +14,9 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+/// The directory of the records under the state root.
+pub(crate) const DIR: &str = "records";
+
 /// Records of steps, by identity.
 #[derive(Clone, Debug)]
 pub struct RecordStore {
@@ -24,7 +27,7 @@ impl RecordStore {
     /// The records of the state root `root` (the directory is made on first write).
     pub fn open(root: &Path) -> RecordStore {
         RecordStore {
-            dir: root.join("records"),
+            dir: root.join(DIR),
         }
     }
 

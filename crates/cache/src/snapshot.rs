@@ -15,6 +15,7 @@ mod entry;
 mod merge;
 
 use diff::LowerView;
+use kiln_oci::Digest;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::fs;
 use std::io;
@@ -72,6 +73,22 @@ pub struct SnapshotStore {
 /// A committed layer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SnapshotId(pub String);
+
+impl SnapshotId {
+    /// The name of an image layer's snapshot: by its diff_id, so that images sharing a layer
+    /// share its snapshot.
+    pub fn layer(diff_id: &Digest) -> SnapshotId {
+        SnapshotId(format!("{LAYER_PREFIX}{}", diff_id.hex()))
+    }
+
+    /// The diff_id of an image layer's snapshot; `None` for other snapshots.
+    pub fn layer_diff_id(&self) -> Option<Digest> {
+        let hex = self.0.strip_prefix(LAYER_PREFIX)?;
+        format!("sha256:{hex}").parse().ok()
+    }
+}
+
+const LAYER_PREFIX: &str = "layer-";
 
 /// A layer being written: an upper dir and the overlay work dir beside it. In copy mode,
 /// also the record of the lower view materialised at its mount point.
@@ -222,6 +239,37 @@ impl SnapshotStore {
     /// Throws a prepared layer away.
     pub fn discard(&self, prepared: Prepared) -> Result<(), SnapshotError> {
         remove_tree(&prepared.dir)
+    }
+
+    /// Every committed snapshot.
+    pub fn list(&self) -> Result<Vec<SnapshotId>, SnapshotError> {
+        let dir = self.snapshots_dir();
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            if let Some(name) = entry.file_name().to_str() {
+                ids.push(SnapshotId(name.to_string()));
+            }
+        }
+        ids.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(ids)
+    }
+
+    /// Removes the committed snapshot `id` and returns the bytes of its files. It leaves its
+    /// name first (moved into the temporary area), so that an interrupted removal never leaves
+    /// part of a snapshot under its name. Only safe when no other process uses the store.
+    pub fn remove(&self, id: &SnapshotId) -> Result<u64, SnapshotError> {
+        let from = self.snapshots_dir().join(&id.0);
+        let tmp = self.tmp_dir();
+        let to = tempfile::Builder::new()
+            .prefix("removed-")
+            .tempdir_in(&tmp)
+            .map_err(io_err(&tmp))?
+            .keep();
+        fs::rename(&from, to.join("snapshot")).map_err(io_err(&from))?;
+        let bytes = crate::prune::file_bytes(&to).map_err(io_err(&to))?;
+        remove_tree(&to)?;
+        Ok(bytes)
     }
 
     /// Removes what crashed processes left in the temporary area. Only safe when no other

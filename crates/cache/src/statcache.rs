@@ -94,6 +94,9 @@ pub struct StatCacheStats {
     pub bytes_read: u64,
 }
 
+/// The directory of the stat caches under the state root.
+pub(crate) const DIR: &str = "statcache";
+
 /// The stat cache of one context directory. Shareable between threads (`&self` everywhere).
 pub struct StatCache {
     /// Where it is saved; `None` keeps it in memory.
@@ -121,7 +124,7 @@ impl StatCache {
     pub fn open(root: &Path, context: &Path) -> StatCache {
         let context = fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
         let name = blake3::hash(context.as_os_str().as_bytes()).to_hex();
-        let file = root.join("statcache").join(format!("{name}.bin"));
+        let file = root.join(DIR).join(format!("{name}.bin"));
         let entries = fs::read(&file)
             .ok()
             .and_then(|data| decode(&data, &context))

@@ -230,7 +230,7 @@ pub fn prune(state_root: &Path) -> io::Result<Vec<PrunedCache>> {
         for instance in fs::read_dir(&path)? {
             let data = instance?.path().join("data");
             if data.is_dir() {
-                bytes += file_bytes(&data)?;
+                bytes += kiln_cache::file_bytes(&data)?;
             }
         }
         fs::remove_dir_all(&path)?;
@@ -238,19 +238,6 @@ pub fn prune(state_root: &Path) -> io::Result<Vec<PrunedCache>> {
     }
     pruned.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(pruned)
-}
-
-/// The bytes of the regular files under `path` (symlinks not followed).
-fn file_bytes(path: &Path) -> io::Result<u64> {
-    let meta = fs::symlink_metadata(path)?;
-    if !meta.is_dir() {
-        return Ok(if meta.is_file() { meta.len() } else { 0 });
-    }
-    let mut total = 0;
-    for entry in fs::read_dir(path)? {
-        total += file_bytes(&entry?.path())?;
-    }
-    Ok(total)
 }
 
 #[cfg(test)]

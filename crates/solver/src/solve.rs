@@ -809,7 +809,7 @@ impl Worker {
             if ctx.cancelled() {
                 return Err(Failure::Cancelled);
             }
-            let sid = SnapshotId(format!("layer-{}", diff_id.hex()));
+            let sid = SnapshotId::layer(diff_id);
             if !self.snapshots.exists(&sid) {
                 if !self.content.contains(&desc.digest) {
                     log(format!(
@@ -891,7 +891,7 @@ impl Worker {
         }
         let mut layers = Vec::new();
         for (desc, diff_id) in manifest.layers.iter().zip(diff_ids) {
-            let sid = SnapshotId(format!("layer-{}", diff_id.hex()));
+            let sid = SnapshotId::layer(diff_id);
             if !self.content.contains(&desc.digest) {
                 log(format!(
                     "loading {} {}",
