@@ -13,6 +13,7 @@
 mod diff;
 mod entry;
 mod merge;
+mod tidy;
 
 use diff::LowerView;
 use kiln_oci::Digest;
@@ -90,11 +91,13 @@ impl SnapshotId {
 
 const LAYER_PREFIX: &str = "layer-";
 
-/// A layer being written: an upper dir and the overlay work dir beside it. In copy mode,
-/// also the record of the lower view materialised at its mount point.
+/// A layer being written: an upper dir and the overlay work dir beside it, and the layers it
+/// was mounted over. In copy mode, also the record of the lower view materialised at its mount
+/// point.
 #[derive(Debug)]
 pub struct Prepared {
     dir: PathBuf,
+    layers: Mutex<Vec<PathBuf>>,
     lower: Mutex<Option<LowerView>>,
 }
 
@@ -199,6 +202,7 @@ impl SnapshotStore {
         }
         Ok(Prepared {
             dir,
+            layers: Mutex::new(Vec::new()),
             lower: Mutex::new(None),
         })
     }
@@ -222,6 +226,13 @@ impl SnapshotStore {
             }
         }
         let _ = fs::remove_dir(&mnt);
+        let layers =
+            std::mem::take(&mut *prepared.layers.lock().unwrap_or_else(|e| e.into_inner()));
+        let diff = prepared.diff_dir();
+        if let Err(source) = tidy::drop_unchanged_dirs(&diff, &layers) {
+            let _ = self.discard(prepared);
+            return Err(SnapshotError::Io { path: diff, source });
+        }
         let dest = self.snapshots_dir().join(&id.0);
         if dest.exists() {
             return self.discard(prepared);
@@ -291,6 +302,7 @@ impl SnapshotStore {
         prepared: &Prepared,
     ) -> Result<Mounted, SnapshotError> {
         let target = prepared.dir.join("mnt");
+        *prepared.layers.lock().unwrap_or_else(|e| e.into_inner()) = layers.to_vec();
         if self.mode == SnapshotterMode::Copy {
             let mut lower = prepared.lower.lock().unwrap_or_else(|e| e.into_inner());
             if lower.is_none() {

@@ -282,6 +282,65 @@ fn copy_mode_commits_what_overlayfs_commits() {
     assert_eq!(copy.view, overlay.view, "merged views differ");
 }
 
+/// A directory copied up without a change of its own — for a file made and removed below it,
+/// a mount stub made and removed, or a new mtime — is left out of the diff in both modes, as
+/// BuildKit's differs leave it out of the layer; one with a change below it, or a new mode,
+/// stays.
+#[test]
+fn directories_that_change_nothing_are_left_out() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let base_step = |root: &Path| {
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/passwd"), "root").unwrap();
+        fs::create_dir_all(root.join("home/app")).unwrap();
+        fs::create_dir(root.join("tmp")).unwrap();
+        set_mode(&root.join("tmp"), 0o1777);
+        fs::create_dir(root.join("var")).unwrap();
+        fs::create_dir(root.join("opt")).unwrap();
+        fs::create_dir(root.join("srv")).unwrap();
+    };
+    let step = |root: &Path| {
+        fs::write(root.join("etc/hosts"), "").unwrap();
+        fs::remove_file(root.join("etc/hosts")).unwrap();
+        fs::create_dir(root.join("home/app/sub")).unwrap();
+        fs::remove_dir(root.join("home/app/sub")).unwrap();
+        set_mtime(&root.join("tmp"), 5);
+        fs::write(root.join("var/new"), "n").unwrap();
+        set_mode(&root.join("opt"), 0o700);
+        fs::create_dir(root.join("new-empty")).unwrap();
+    };
+    let modes = if overlay_available() {
+        vec![SnapshotterMode::Copy, SnapshotterMode::Overlay]
+    } else {
+        vec![SnapshotterMode::Copy]
+    };
+    for mode in modes {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open_with_mode(tmp.path(), mode).unwrap();
+        let commit = |lower: &[PathBuf], id: &str, step: &dyn Fn(&Path)| {
+            let prepared = store.prepare().unwrap();
+            {
+                let m = store.mount_rw(lower, &prepared).unwrap();
+                step(m.path());
+            }
+            let id = SnapshotId(id.into());
+            store.commit(prepared, &id).unwrap();
+            store.diff_dir(&id)
+        };
+        let base = commit(&[], "base", &base_step);
+        let diff = commit(std::slice::from_ref(&base), "step", &step);
+        let names: Vec<String> = describe(&diff).into_keys().collect();
+        assert_eq!(
+            names,
+            ["new-empty", "opt", "var", "var/new"],
+            "{mode:?}: {names:?}"
+        );
+    }
+}
+
 #[test]
 fn discard_leaves_tmp_empty_in_both_modes() {
     if !is_root() {
