@@ -7,11 +7,12 @@
 //! layers BuildKit gives, a committed diff loses the directories with nothing below them that
 //! equal the directory they cover.
 
-use super::entry::{names, open_dir, open_root, Entry};
-use rustix::fs::{unlinkat, AtFlags};
-use std::ffi::OsString;
+use super::entry::{open_dir, open_root, Entry};
+use rustix::fs::{unlinkat, AtFlags, Dir, FileType};
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Removes from the upperdir-form `diff`, made over `lower` (bottom first), every directory
@@ -31,11 +32,16 @@ pub(crate) fn drop_unchanged_dirs(diff: &Path, lower: &[PathBuf]) -> io::Result<
 /// empty afterwards.
 fn tidy(dir: BorrowedFd<'_>, path: &mut Vec<OsString>, lower: &Lower) -> io::Result<bool> {
     let mut left = 0usize;
-    for name in names(dir)? {
+    for (name, kind) in names_and_types(dir)? {
+        left += 1;
+        // Only directories are looked at closer (a layer's files are most of its entries).
+        if kind != FileType::Directory && kind != FileType::Unknown {
+            continue;
+        }
         let Some(entry) = Entry::read(dir, &name)? else {
+            left -= 1;
             continue;
         };
-        left += 1;
         if !entry.is_dir() || entry.opaque {
             continue;
         }
@@ -52,6 +58,20 @@ fn tidy(dir: BorrowedFd<'_>, path: &mut Vec<OsString>, lower: &Lower) -> io::Res
         }
     }
     Ok(left == 0)
+}
+
+/// The names in an open directory with their types as the directory entry gives them
+/// (`Unknown` where the file system doesn't say).
+fn names_and_types(dir: BorrowedFd<'_>) -> io::Result<Vec<(OsString, FileType)>> {
+    let mut out = Vec::new();
+    for entry in Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            out.push((OsStr::from_bytes(name).to_os_string(), entry.file_type()));
+        }
+    }
+    Ok(out)
 }
 
 /// BuildKit's test for a directory (continuity's `sameFile`): the same mode and owner; kiln
