@@ -236,6 +236,33 @@ fn dockerfile_specific_dockerignore_wins() {
     assert!(!rootfs.join("c/b.txt").exists());
 }
 
+/// `.dockerignore` is decided as BuildKit's walker decides it (and `COPY --exclude` too), from the
+/// root down with each directory's results (moby's `MatchesUsingParentResults`): `d/f` then
+/// `!d` keeps `d` but not `d/f` (moby's older `MatchesOrParentMatches` kept `d/f`), and
+/// `**`, `!**/*.go`, `vendor` leaves `vendor/x.go` in.
+#[test]
+fn ignore_patterns_are_walked_from_the_root_down_as_buildkit_does() {
+    let sb = Sandbox::new();
+    sb.file("d/f", "f")
+        .file("d/g", "g")
+        .file(".dockerignore", "d/f\n!d\n")
+        .dockerfile("FROM scratch\nCOPY d /d/\n");
+    sb.build_oci("out", &[]).ok();
+    let rootfs = sb.unpack("out", "latest");
+    assert!(rootfs.join("d/g").exists());
+    assert!(!rootfs.join("d/f").exists(), "d/f is ignored");
+    let vendor = Sandbox::new();
+    vendor
+        .file("vendor/x.go", "go")
+        .file("vendor/y.txt", "txt")
+        .file(".dockerignore", "**\n!**/*.go\nvendor\n")
+        .dockerfile("FROM scratch\nCOPY . /c/\n");
+    vendor.build_oci("out", &[]).ok();
+    let rootfs = vendor.unpack("out", "latest");
+    assert!(rootfs.join("c/vendor/x.go").exists(), "vendor/x.go is kept");
+    assert!(!rootfs.join("c/vendor/y.txt").exists());
+}
+
 #[test]
 fn target_prunes_unneeded_stages() {
     let sb = Sandbox::new();

@@ -19,6 +19,8 @@ use crate::clean::{clean, dir};
 use crate::filepath_match::validate;
 use crate::regexp::{ReError, Regex};
 use crate::PatternError;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// A compiled list of `.dockerignore`-style patterns.
 ///
@@ -37,10 +39,22 @@ use crate::PatternError;
 /// assert!(pm.matches("secret/deep/file"));
 /// assert!(pm.matches("deep/er/z.tmp"));
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct PatternMatcher {
     patterns: Vec<Pattern>,
     exclusions: bool,
+    /// [`excludes`](Self::excludes)' per-pattern results of the directories asked about.
+    dirs: Mutex<HashMap<String, Arc<MatchInfo>>>,
+}
+
+impl Clone for PatternMatcher {
+    fn clone(&self) -> Self {
+        PatternMatcher {
+            patterns: self.patterns.clone(),
+            exclusions: self.exclusions,
+            dirs: Mutex::default(),
+        }
+    }
 }
 
 /// Per-pattern results for a directory, for
@@ -361,6 +375,48 @@ impl PatternMatcher {
             }
         }
         (matched, info)
+    }
+
+    /// Whether `path` is excluded, decided as BuildKit's walkers (fsutil's, for the build
+    /// context, `COPY --exclude` and `--parents`) decide it:
+    /// [`matches_using_parent_results`](Self::matches_using_parent_results) given the results of
+    /// `path`'s parent directory, which were given those of its own parent, and so on from the
+    /// root down. The answer depends on `path` alone, so callers may ask in any order: the
+    /// results of each directory are computed once and kept (`is_dir` says whether `path` is
+    /// one, to keep its results for its children).
+    ///
+    /// `path` is relative to the root, `/`-separated, without a leading `/`, and clean.
+    pub fn excludes(&self, path: &str, is_dir: bool) -> bool {
+        let parent = path.rfind('/').map(|i| self.dir_results(&path[..i]));
+        let (excluded, info) = self
+            .matches_using_parent_results(path, parent.as_deref().unwrap_or(&MatchInfo::default()));
+        if is_dir {
+            self.dirs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(path.to_string(), Arc::new(info));
+        }
+        excluded
+    }
+
+    /// The per-pattern results of the directory `dir`, computed (with its parents') if needed.
+    fn dir_results(&self, dir: &str) -> Arc<MatchInfo> {
+        let known = self
+            .dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(dir)
+            .cloned();
+        if let Some(info) = known {
+            return info;
+        }
+        self.excludes(dir, true);
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(dir)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether any pattern is an exception (starts with `!`).
@@ -752,6 +808,23 @@ mod tests {
                     .0,
                 *want,
                 "no context: patterns {patterns:?}, path {path:?}"
+            );
+            // `excludes` walks down as BuildKit does, asked for the path first or after its
+            // parents.
+            assert_eq!(
+                m.excludes(path, false),
+                *want_walk,
+                "excludes: patterns {patterns:?}, path {path:?}"
+            );
+            let fresh = m.clone();
+            let parts: Vec<&str> = path.split('/').collect();
+            for i in 1..parts.len() {
+                fresh.excludes(&parts[..i].join("/"), true);
+            }
+            assert_eq!(
+                fresh.excludes(path, false),
+                *want_walk,
+                "excludes after the parents: patterns {patterns:?}, path {path:?}"
             );
         }
     }

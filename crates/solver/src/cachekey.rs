@@ -123,7 +123,7 @@ impl Walker<'_> {
                 format!("{rel}/{name}")
             };
             let path = dir.join(&name);
-            let excluded = ignore.is_some_and(|m| m.matches(&rel_path));
+            let excluded = ignore.is_some_and(|m| m.excludes(&rel_path, meta.is_dir()));
             if excluded {
                 if descends(ignore, &rel_path, meta, excluded) {
                     self.walk(&path, &rel_path)?;
@@ -205,7 +205,7 @@ fn prefetch_listings(root: &Path, ignore: Option<&PatternMatcher>, cache: &StatC
                 } else {
                     format!("{rel}/{name}")
                 };
-                let excluded = ignore.is_some_and(|m| m.matches(&rel_path));
+                let excluded = ignore.is_some_and(|m| m.excludes(&rel_path, meta.is_dir()));
                 descends(ignore, &rel_path, meta, excluded).then_some(rel_path)
             })
             .collect()

@@ -20,9 +20,9 @@ pub(crate) enum Selection {
 
 impl Selection {
     /// A path dropped by `matcher`, with dockerignore semantics (a path is dropped when it or a
-    /// parent matches, unless an exception re-includes it).
+    /// parent matches, unless an exception re-includes it), decided as BuildKit's walkers do.
     pub fn excluded_by(matcher: &PatternMatcher, rel: &str, is_dir: bool) -> Selection {
-        if !matcher.matches(rel) {
+        if !matcher.excludes(rel, is_dir) {
             Selection::Copy
         } else if is_dir && matcher.may_include_below(rel) {
             Selection::Below
