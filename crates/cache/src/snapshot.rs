@@ -169,6 +169,17 @@ impl SnapshotStore {
         self.root.join("tmp")
     }
 
+    /// A new directory in the temporary area, named `prefix` and random characters; it stays
+    /// until removed (or until the next crash clean-up).
+    fn temp_dir(&self, prefix: &str) -> Result<PathBuf, SnapshotError> {
+        let tmp = self.tmp_dir();
+        Ok(tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&tmp)
+            .map_err(io_err(&tmp))?
+            .keep())
+    }
+
     /// An empty directory, the bottom of every stack (overlayfs needs a lower layer).
     fn empty_dir(&self) -> PathBuf {
         self.root.join("empty")
@@ -190,12 +201,7 @@ impl SnapshotStore {
 
     /// Starts a new layer.
     pub fn prepare(&self) -> Result<Prepared, SnapshotError> {
-        let tmp = self.tmp_dir();
-        let dir = tempfile::Builder::new()
-            .prefix("prepare-")
-            .tempdir_in(&tmp)
-            .map_err(io_err(&tmp))?
-            .keep();
+        let dir = self.temp_dir("prepare-")?;
         for sub in ["diff", "work", "mnt"] {
             let p = dir.join(sub);
             fs::create_dir(&p).map_err(io_err(&p))?;
@@ -271,12 +277,7 @@ impl SnapshotStore {
     /// part of a snapshot under its name. Only safe when no other process uses the store.
     pub fn remove(&self, id: &SnapshotId) -> Result<u64, SnapshotError> {
         let from = self.snapshots_dir().join(&id.0);
-        let tmp = self.tmp_dir();
-        let to = tempfile::Builder::new()
-            .prefix("removed-")
-            .tempdir_in(&tmp)
-            .map_err(io_err(&tmp))?
-            .keep();
+        let to = self.temp_dir("removed-")?;
         fs::rename(&from, to.join("snapshot")).map_err(io_err(&from))?;
         let bytes = crate::prune::file_bytes(&to).map_err(io_err(&to))?;
         remove_tree(&to)?;
@@ -330,12 +331,7 @@ impl SnapshotStore {
 
     /// Mounts `layers` (bottom first) read-only at a fresh temporary directory.
     pub fn mount_ro(&self, layers: &[PathBuf]) -> Result<Mounted, SnapshotError> {
-        let tmp = self.tmp_dir();
-        let target = tempfile::Builder::new()
-            .prefix("view-")
-            .tempdir_in(&tmp)
-            .map_err(io_err(&tmp))?
-            .keep();
+        let target = self.temp_dir("view-")?;
         // An empty stack is an empty directory (overlayfs refuses `empty/` as both lower dirs).
         if self.mode == SnapshotterMode::Copy || layers.is_empty() {
             let view = Mounted {

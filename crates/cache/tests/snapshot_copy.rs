@@ -320,18 +320,8 @@ fn directories_that_change_nothing_are_left_out() {
     for mode in modes {
         let tmp = tempfile::tempdir().unwrap();
         let store = SnapshotStore::open_with_mode(tmp.path(), mode).unwrap();
-        let commit = |lower: &[PathBuf], id: &str, step: &dyn Fn(&Path)| {
-            let prepared = store.prepare().unwrap();
-            {
-                let m = store.mount_rw(lower, &prepared).unwrap();
-                step(m.path());
-            }
-            let id = SnapshotId(id.into());
-            store.commit(prepared, &id).unwrap();
-            store.diff_dir(&id)
-        };
-        let base = commit(&[], "base", &base_step);
-        let diff = commit(std::slice::from_ref(&base), "step", &step);
+        let base = build(&store, &[], "base", base_step);
+        let diff = build(&store, std::slice::from_ref(&base), "step", step);
         let names: Vec<String> = describe(&diff).into_keys().collect();
         assert_eq!(
             names,
