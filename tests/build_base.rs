@@ -62,6 +62,55 @@ fn from_registry_image_by_tag_and_digest_reuses_base_layers() {
     assert_eq!(pinned.config("out")["rootfs"]["diff_ids"][0], digest);
 }
 
+/// A base of several layers is fetched and unpacked several layers at a time (each into a
+/// snapshot of its own) and stacked in the manifest's order: deletions and replaced
+/// directories of upper layers hide what lower ones hold. A layer that arrives corrupt fails
+/// the build, names the layer, and leaves neither its snapshot nor a temporary file.
+#[test]
+fn a_base_of_several_layers_is_pulled_layers_at_once_and_stacked_in_order() {
+    let reg = Registry::start(None);
+    let base = reg.push_busybox();
+    let multi = format!("{}/multi:1", reg.addr);
+    let maker = Sandbox::new();
+    maker.dockerfile(&format!(
+        "FROM {base}\n\
+         RUN mkdir /m && echo 1 > /m/a && echo keep > /m/k && echo gone > /gone\n\
+         RUN echo 2 > /m/a && rm /m/k /gone && echo b > /m/b\n\
+         RUN rm -r /m && mkdir /m && echo fresh > /m/c\n\
+         RUN echo 3 > /top\n"
+    ));
+    let ctx = maker.ctx().display().to_string();
+    maker
+        .kiln(&["build", "--progress", "plain", "-t", &multi, "--push", &ctx])
+        .ok();
+
+    let user = Sandbox::new();
+    user.dockerfile(&format!("FROM {multi}\nRUN ls /m > /listing\n"));
+    let log = user.build_oci("out", &[]).ok().stderr();
+    assert_eq!(log.matches("pulling sha256:").count(), 5, "{log}");
+    let rootfs = user.unpack("out", "latest");
+    assert_eq!(fs::read_to_string(rootfs.join("listing")).unwrap(), "c\n");
+    assert_eq!(fs::read_to_string(rootfs.join("top")).unwrap(), "3\n");
+    assert!(!rootfs.join("gone").exists() && rootfs.join("bin/busybox").is_file());
+
+    // The third layer (the replaced /m) arrives corrupt.
+    let manifest = common::manifest(&user.path("out"));
+    let bad = manifest["layers"][3]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    reg.corrupt_blob(&bad);
+    let fresh = Sandbox::new();
+    fresh.dockerfile(&format!("FROM {multi}\nRUN true\n"));
+    fresh
+        .build_oci("out", &[])
+        .fails_with(&["Dockerfile:1", &bad, "digest mismatch"]);
+    let root = fresh.root();
+    assert!(common::procs::entries(&root.join("tmp")).is_empty());
+    assert!(common::procs::entries(&root.join("content/ingest")).is_empty());
+    assert!(!root.join("content/blobs/sha256").join(&bad[7..]).exists());
+}
+
 #[test]
 fn missing_base_image_is_a_clear_error() {
     let reg = Registry::start(None);

@@ -65,6 +65,19 @@ impl Registry {
         registry
     }
 
+    /// Flips the last byte of the stored blob `digest` (`sha256:…`), as a disk or a proxy might.
+    pub fn corrupt_blob(&self, digest: &str) {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        let path = self._dir.path().join(format!(
+            "data/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+
     /// Pushes the busybox base image as `REGISTRY/busybox:1.35` and returns that reference.
     pub fn push_busybox(&self) -> String {
         let reference = format!("{}/busybox:1.35", self.addr);

@@ -53,6 +53,7 @@ impl StepContext {
         &self.cancel
     }
 
+    #[cfg(test)]
     pub(crate) fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::SeqCst)
     }

@@ -584,7 +584,12 @@ impl GraphJob {
                 platform: _,
             }) => {
                 let start = started();
-                let layers = worker.load_oci_layout(std::path::Path::new(path), digest, &log)?;
+                let layers = worker.load_oci_layout(
+                    std::path::Path::new(path),
+                    digest,
+                    ctx.cancel_flag(),
+                    &log,
+                )?;
                 done(start);
                 Ok(source(image_key(&layers), Output::Layers(layers)))
             }
@@ -796,42 +801,97 @@ impl Worker {
                 (resolved.manifest, resolved.config)
             }
         };
+        let fetch = |desc: &Descriptor| {
+            self.registry
+                .fetch_blob(&r, desc, &self.content)
+                .map_err(|e| e.to_string())
+        };
+        self.image_layers(
+            &r.to_string(),
+            &manifest,
+            &config,
+            ctx.cancel_flag(),
+            &Fetch {
+                verb: "pulling",
+                fetch: &fetch,
+                log,
+            },
+        )
+    }
+
+    /// Makes sure every layer of an image (its `manifest` and `config`, `what` naming it in
+    /// messages) has its blob in the content store and its snapshot, named by its diff_id so
+    /// that images sharing a layer share it; returns the image's layers, bottom first. Missing
+    /// blobs come from `fetch`. Each layer is unpacked into a snapshot of its own, so layers are
+    /// fetched and unpacked several at a time.
+    fn image_layers(
+        &self,
+        what: &str,
+        manifest: &kiln_oci::Manifest,
+        config: &kiln_oci::ImageConfig,
+        cancel: &AtomicBool,
+        fetch: &Fetch<'_>,
+    ) -> Result<Vec<Layer>, Failure> {
         let diff_ids = &config.rootfs.diff_ids;
         if diff_ids.len() != manifest.layers.len() {
             return Err(Failure::Failed(format!(
-                "{r}: the image is inconsistent: {} layers but {} diff_ids in its config",
+                "{what}: the image is inconsistent: {} layers but {} diff_ids in its config",
                 manifest.layers.len(),
                 diff_ids.len()
             )));
         }
-        let mut layers = Vec::new();
-        for (desc, diff_id) in manifest.layers.iter().zip(diff_ids) {
-            if ctx.cancelled() {
+        // What is missing, once per layer (an image may repeat one, empty layers say).
+        let mut seen = HashSet::new();
+        let work: Vec<(&Descriptor, &Digest)> = manifest
+            .layers
+            .iter()
+            .zip(diff_ids)
+            .filter(|(desc, diff_id)| {
+                let missing = !self.snapshots.exists(&SnapshotId::layer(diff_id))
+                    // A snapshot that outlived its blob: the blob comes again, for exports.
+                    || !self.content.contains(&desc.digest);
+                missing && seen.insert((desc.digest.clone(), (*diff_id).clone()))
+            })
+            .collect();
+        for (desc, _) in &work {
+            if !self.content.contains(&desc.digest) {
+                (fetch.log)(format!(
+                    "{} {} {}",
+                    fetch.verb,
+                    desc.digest,
+                    human_bytes(desc.size)
+                ));
+            }
+        }
+        let one = |(desc, diff_id): (&Descriptor, &Digest)| -> Result<(), Failure> {
+            if !self.content.contains(&desc.digest) {
+                (fetch.fetch)(desc)?;
+            }
+            if cancel.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(Failure::Cancelled);
             }
             let sid = SnapshotId::layer(diff_id);
-            if !self.snapshots.exists(&sid) {
-                if !self.content.contains(&desc.digest) {
-                    log(format!(
-                        "pulling {} {}",
-                        desc.digest,
-                        human_bytes(desc.size)
-                    ));
-                    self.registry
-                        .fetch_blob(&r, desc, &self.content)
-                        .map_err(|e| e.to_string())?;
-                }
-                kiln_cache::unpack_to_snapshot(&self.content, &self.snapshots, desc, diff_id, &sid)
-                    .map_err(|e| format!("{r}: layer {}: {e}", desc.digest))?;
-            } else if !self.content.contains(&desc.digest) {
-                // The snapshot outlived its blob: fetch it again so exports can reuse it.
-                self.registry
-                    .fetch_blob(&r, desc, &self.content)
-                    .map_err(|e| e.to_string())?;
+            kiln_cache::unpack_to_snapshot(&self.content, &self.snapshots, desc, diff_id, &sid)
+                .map_err(|e| Failure::Failed(format!("{what}: layer {}: {e}", desc.digest)))
+        };
+        let results = in_parallel(&work, LAYERS_AT_ONCE, cancel, |item| one(*item));
+        // The first failure in layer order is the one reported (others were stopped by it).
+        let mut cancelled = false;
+        for result in results {
+            match result {
+                Err(Failure::Cancelled) => cancelled = true,
+                other => other?,
             }
-            layers.push(self.base_layer(sid, desc, diff_id));
         }
-        Ok(layers)
+        if cancelled {
+            return Err(Failure::Cancelled);
+        }
+        Ok(manifest
+            .layers
+            .iter()
+            .zip(diff_ids)
+            .map(|(desc, diff_id)| self.base_layer(SnapshotId::layer(diff_id), desc, diff_id))
+            .collect())
     }
 
     /// A base image's layer: its snapshot `sid` and the blob it came from.
@@ -864,8 +924,9 @@ impl Worker {
         &self,
         root: &std::path::Path,
         digest: &Digest,
+        cancel: &AtomicBool,
         log: &dyn Fn(String),
-    ) -> Result<Vec<Layer>, String> {
+    ) -> Result<Vec<Layer>, Failure> {
         let manifest: kiln_oci::Manifest =
             serde_json::from_slice(&source_oci_layout::read_blob(root, digest)?)
                 .map_err(|e| format!("{}: invalid manifest {digest}: {e}", root.display()))?;
@@ -880,31 +941,18 @@ impl Worker {
                 manifest.config.digest
             )
         })?;
-        let diff_ids = &config.rootfs.diff_ids;
-        if diff_ids.len() != manifest.layers.len() {
-            return Err(format!(
-                "{}: the image is inconsistent: {} layers but {} diff_ids in its config",
-                root.display(),
-                manifest.layers.len(),
-                diff_ids.len()
-            ));
-        }
-        let mut layers = Vec::new();
-        for (desc, diff_id) in manifest.layers.iter().zip(diff_ids) {
-            let sid = SnapshotId::layer(diff_id);
-            if !self.content.contains(&desc.digest) {
-                log(format!(
-                    "loading {} {}",
-                    desc.digest,
-                    human_bytes(desc.size)
-                ));
-                source_oci_layout::import_blob(root, desc, &self.content)?;
-            }
-            kiln_cache::unpack_to_snapshot(&self.content, &self.snapshots, desc, diff_id, &sid)
-                .map_err(|e| format!("{}: layer {}: {e}", root.display(), desc.digest))?;
-            layers.push(self.base_layer(sid, desc, diff_id));
-        }
-        Ok(layers)
+        let fetch = |desc: &Descriptor| source_oci_layout::import_blob(root, desc, &self.content);
+        self.image_layers(
+            &root.display().to_string(),
+            &manifest,
+            &config,
+            cancel,
+            &Fetch {
+                verb: "loading",
+                fetch: &fetch,
+                log,
+            },
+        )
     }
 
     /// Runs a process on top of `base`; what it leaves becomes the snapshot `sid`.
@@ -1484,5 +1532,95 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n}B")
     } else {
         format!("{v:.2}{}", UNITS[u])
+    }
+}
+
+/// How many layers of an image are fetched and unpacked at once (containerd fetches three).
+const LAYERS_AT_ONCE: usize = 3;
+
+/// Where an image's missing layer blobs come from: `fetch` brings one into the content store;
+/// `log` says so beforehand, as "`verb` DIGEST SIZE".
+struct Fetch<'a> {
+    verb: &'a str,
+    fetch: &'a (dyn Fn(&Descriptor) -> Result<(), String> + Sync),
+    log: &'a dyn Fn(String),
+}
+
+/// Runs `f` on each of `items`, on up to `at_once` threads; the results come in the items'
+/// order. Once an item fails, or `cancel` is set, items not yet started are not run (they give
+/// `Failure::Cancelled`). A single item runs on the calling thread.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    at_once: usize,
+    cancel: &AtomicBool,
+    f: impl Fn(&T) -> Result<R, Failure> + Sync,
+) -> Vec<Result<R, Failure>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    if items.len() <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Vec<Mutex<Option<Result<R, Failure>>>> =
+        items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..at_once.min(items.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(item) = items.get(i) else { return };
+                let result = if failed.load(Ordering::SeqCst) || cancel.load(Ordering::SeqCst) {
+                    Err(Failure::Cancelled)
+                } else {
+                    f(item)
+                };
+                if result.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or(Err(Failure::Cancelled))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn in_parallel_keeps_the_order_and_stops_after_a_failure() {
+        let items: Vec<usize> = (0..20).collect();
+        let never = AtomicBool::new(false);
+        let doubled = in_parallel(&items, 3, &never, |i| Ok(i * 2));
+        let doubled: Vec<usize> = doubled.into_iter().map(|r| r.unwrap_or(0)).collect();
+        assert_eq!(doubled, (0..20).map(|i| i * 2).collect::<Vec<_>>());
+
+        // Item 2 fails: every item after it that had not started is not run.
+        let ran = AtomicUsize::new(0);
+        let results = in_parallel(&items, 2, &never, |&i| {
+            ran.fetch_add(1, Ordering::SeqCst);
+            if i == 2 {
+                Err(Failure::Failed("two".into()))
+            } else {
+                Ok(i)
+            }
+        });
+        assert!(matches!(&results[2], Err(Failure::Failed(m)) if m == "two"));
+        assert!(ran.load(Ordering::SeqCst) < 20);
+        assert!(matches!(results[19], Err(Failure::Cancelled)));
+
+        // A cancelled build starts nothing.
+        let cancelled = AtomicBool::new(true);
+        let results = in_parallel(&items, 3, &cancelled, |&i| Ok(i));
+        assert!(results.iter().all(|r| matches!(r, Err(Failure::Cancelled))));
     }
 }
