@@ -3,7 +3,7 @@
 //! crashed builds are cleared when no other build holds it.
 
 use anyhow::{Context, Result};
-use kiln_cache::{ContentStore, SnapshotStore};
+use kiln_cache::{ContentStore, SnapshotStore, SnapshotterMode};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -28,13 +28,12 @@ impl State {
                 .with_context(|| format!("opening {}", lock_path.display()))
         };
         let content = ContentStore::open(&root.join("content"))?;
-        let snapshots = SnapshotStore::open(root)?;
         // Alone on this root: what is in the temporary area was left by a crash.
         let lock = match Flock::lock(open_lock()?, FlockArg::LockExclusiveNonblock) {
             Ok(exclusive) => {
                 kiln_solver::executor::clean_up_after_crash(&root.join("executor"))
                     .context("clearing what a crashed build left in the executor's state")?;
-                snapshots.clear_tmp()?;
+                SnapshotStore::open_with_mode(root, SnapshotterMode::Overlay)?.clear_tmp()?;
                 content.clear_ingest()?;
                 drop(exclusive);
                 Flock::lock(open_lock()?, FlockArg::LockShared)
@@ -43,6 +42,9 @@ impl State {
         }
         .map_err(|(_, e)| e)
         .with_context(|| format!("locking {}", lock_path.display()))?;
+        // Only now, under the lock: opening the store tries an overlay mount in the temporary
+        // area, which a process clearing it after a crash would pull from under it.
+        let snapshots = SnapshotStore::open(root)?;
         Ok(State {
             content,
             snapshots,
