@@ -103,9 +103,22 @@ impl CacheMounts {
                         return Ok(instance.lease(lock));
                     }
                     drop(lock);
-                    let lock = instance.wait(FlockArg::LockExclusiveNonblock, cancel, &waiting)?;
-                    instance.ensure(init)?;
-                    drop(lock);
+                    // A fresh cache: whoever gets the exclusive lock makes it. The others look
+                    // again rather than wait for it: the maker may already be using it, under
+                    // a shared lock, for as long as its step runs.
+                    match Flock::lock(instance.lock_file()?, FlockArg::LockExclusiveNonblock) {
+                        Ok(lock) => {
+                            instance.ensure(init)?;
+                            drop(lock);
+                        }
+                        Err((_, Errno::EWOULDBLOCK)) => {
+                            if cancel.load(Ordering::SeqCst) {
+                                return Err(Failure::Cancelled);
+                            }
+                            std::thread::sleep(WAIT_POLL);
+                        }
+                        Err((_, e)) => return Err(io_failure(&instance.lock, e.into())),
+                    }
                 }
             }
             CacheSharing::Private => {
