@@ -1,7 +1,8 @@
 //! kiln's local state: the content store (blobs by sha256, verified and written atomically), the
 //! snapshot store (unpacked layers, stacked with overlayfs, or
-//! copied where overlayfs can't mount) and the cache index (cache key →
-//! result). It knows nothing of Dockerfiles or of how results are computed.
+//! copied where overlayfs can't mount), the cache index (cache key →
+//! result), the local image store, and pruning all but the local images. It knows nothing of
+//! Dockerfiles or of how results are computed.
 
 pub mod content;
 pub mod images;
