@@ -39,12 +39,21 @@ use std::sync::{Arc, Mutex};
 /// assert!(pm.matches("secret/deep/file"));
 /// assert!(pm.matches("deep/er/z.tmp"));
 /// ```
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct PatternMatcher {
     patterns: Vec<Pattern>,
     exclusions: bool,
     /// [`excludes`](Self::excludes)' per-pattern results of the directories asked about.
     dirs: Mutex<HashMap<String, Arc<MatchInfo>>>,
+}
+
+impl std::fmt::Debug for PatternMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatternMatcher")
+            .field("patterns", &self.patterns)
+            .field("exclusions", &self.exclusions)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Clone for PatternMatcher {
