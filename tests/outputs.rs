@@ -133,13 +133,14 @@ fn oci_docker_local_and_tar_outputs_from_one_build() {
         "f\n"
     );
 
-    // type=local: the final filesystem, and nothing that was in the directory before.
+    // type=local: the final filesystem, written into the directory; what else was there stays,
+    // as with BuildKit.
     assert_eq!(
         fs::read_to_string(local.join("hello.txt")).unwrap(),
         "hello\n"
     );
     assert_eq!(fs::read_to_string(local.join("dir/sub/f")).unwrap(), "f\n");
-    assert!(!local.join("stale").exists());
+    assert!(local.join("stale").exists());
     // type=tar: the same files as one tar.
     let names = tool("tar", &["-tf", tar.to_str().unwrap()]);
     let names: Vec<&str> = names.lines().collect();
@@ -332,6 +333,87 @@ fn podman_loads_the_docker_archive() {
         .stderr();
     assert!(out.contains("loading into podman"), "{out}");
     assert_eq!(loaded_id(&loaded), iid(&sb));
+}
+
+/// Into a directory that exists, `type=local` and `type=oci,tar=false` write as BuildKit
+/// does: the image's paths replace what is there (a file even replaces a directory), and
+/// nothing else in the directory is touched. `-o .` in a project must not cost its files.
+#[test]
+fn directory_outputs_write_into_an_existing_directory_and_keep_its_other_files() {
+    let sb = sandbox();
+    sb.file("notes.txt", "mine\n")
+        .file(".dockerignore", "notes.txt\n");
+    let ctx = sb.ctx();
+    let local = sb.path("local");
+    fs::create_dir_all(local.join("hello.txt")).unwrap();
+    fs::write(local.join("hello.txt/old"), "old\n").unwrap();
+    fs::write(local.join("notes.txt"), "mine\n").unwrap();
+    fs::create_dir_all(local.join("dir/mine")).unwrap();
+    fs::write(local.join("dir/mine/x"), "x\n").unwrap();
+    build(
+        &sb,
+        &["-o", &format!("type=local,dest={}", local.display())],
+    )
+    .ok();
+    assert_eq!(
+        fs::read_to_string(local.join("hello.txt")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(fs::read_to_string(local.join("dir/sub/f")).unwrap(), "f\n");
+    assert_eq!(
+        fs::read_to_string(local.join("notes.txt")).unwrap(),
+        "mine\n"
+    );
+    assert_eq!(fs::read_to_string(local.join("dir/mine/x")).unwrap(), "x\n");
+    let names: Vec<String> = fs::read_dir(&local)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with(".kiln")), "{names:?}");
+    // `-o .` run from the context: the context keeps every file.
+    let run = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(&ctx)
+        .arg("--root")
+        .arg(sb.root())
+        .args(["build", "--progress", "plain", "-o", ".", "."])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for kept in [
+        "Dockerfile",
+        "notes.txt",
+        ".dockerignore",
+        "hello.txt",
+        "dir/sub/f",
+    ] {
+        assert!(ctx.join(kept).exists(), "{kept} is gone");
+    }
+
+    // An OCI layout directory that exists: the new image is added and named by index.json, the
+    // earlier image's blobs and other files stay.
+    let layout = sb.path("layout");
+    let oci = format!("type=oci,dest={},tar=false", layout.display());
+    build(&sb, &["-t", "app", "-o", &oci]).ok();
+    let first = common::manifest_digest(&layout);
+    fs::write(layout.join("README"), "mine\n").unwrap();
+    sb.file("hello.txt", "changed\n");
+    build(&sb, &["-t", "app", "-o", &oci]).ok();
+    let second = common::manifest_digest(&layout);
+    assert_ne!(first, second);
+    assert!(
+        common::blob(&layout, &first).exists(),
+        "the first image's manifest stays"
+    );
+    assert_eq!(fs::read_to_string(layout.join("README")).unwrap(), "mine\n");
+    let rootfs = sb.unpack("layout", "latest");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("hello.txt")).unwrap(),
+        "changed\n"
+    );
 }
 
 #[test]

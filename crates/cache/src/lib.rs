@@ -17,8 +17,8 @@ pub use images::{ImageStore, ImageStoreError, StoredImage};
 pub use prune::{file_bytes, prune_build_cache, PruneError, Pruned};
 pub use records::RecordStore;
 pub use snapshot::{
-    materialise_layers, Mounted, Prepared, SnapshotError, SnapshotId, SnapshotStore,
-    SnapshotterMode,
+    copy_tree_into, materialise_layers, Mounted, Prepared, SnapshotError, SnapshotId,
+    SnapshotStore, SnapshotterMode,
 };
 pub use statcache::{StatCache, StatCacheStats, StatFields};
 pub use unpack::{unpack_layer, unpack_to_snapshot, UnpackError, Unpacked};

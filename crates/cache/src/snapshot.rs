@@ -31,6 +31,12 @@ pub fn materialise_layers(layers: &[PathBuf], target: &Path) -> io::Result<()> {
     merge::materialise(layers, target, None)
 }
 
+/// Copies the tree `src` into the existing directory `target`, replacing only the paths `src`
+/// has (see `merge::copy_into`): `type=local` outputs into a directory that exists.
+pub fn copy_tree_into(src: &Path, target: &Path) -> io::Result<()> {
+    merge::copy_into(src, target)
+}
+
 /// Environment variable that picks the snapshotter: `overlay` or `copy` (default: overlay
 /// where it mounts, else copy).
 pub const SNAPSHOTTER_ENV: &str = "KILN_SNAPSHOTTER";

@@ -1,7 +1,8 @@
 //! Output destinations written atomically: a file is written under a temp name beside its
-//! destination, synced and renamed; a directory is assembled beside its destination and
-//! swapped into place. Readers never see half an output under the final name, and a failed
-//! export leaves what was there before intact. `-` is stdout for files.
+//! destination, synced and renamed; a new directory is assembled beside its destination and
+//! renamed into place (directory outputs into a directory that exists write into it instead,
+//! never removing what they don't replace). Readers never see half an output under the final
+//! name, and a failed export leaves what was there before intact. `-` is stdout for files.
 
 use crate::Error;
 use std::fs;
@@ -44,8 +45,9 @@ pub(crate) fn write_file_with(
     Ok(())
 }
 
-/// Fills a fresh directory beside `dest` with `fill`, then puts it in `dest`'s place,
-/// replacing what was there.
+/// Fills a fresh directory beside `dest` with `fill`, then renames it to `dest`, which must not
+/// exist (or be an empty directory): a directory output never removes anything that is there
+/// (callers write into a directory that exists instead).
 pub(crate) fn write_dir_with(
     dest: &Path,
     fill: impl FnOnce(&Path) -> Result<(), Error>,
@@ -60,7 +62,16 @@ pub(crate) fn write_dir_with(
     fs::set_permissions(temp.path(), fs::Permissions::from_mode(0o755))
         .map_err(Error::io("chmod", temp.path()))?;
     fill(temp.path())?;
-    replace_dir(temp, dest)
+    ensure_dir_or_absent(dest)?;
+    let path = temp.keep();
+    fs::rename(&path, dest).map_err(|source| {
+        let _ = fs::remove_dir_all(&path);
+        Error::Io {
+            action: "move the output into place at",
+            path: dest.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// Fails early if `dest` is something a directory output must not replace.
@@ -73,39 +84,6 @@ fn ensure_dir_or_absent(dest: &Path) -> Result<(), Error> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("stat", dest)(e)),
     }
-}
-
-/// Moves the finished directory `temp` to `dest`, replacing what was there.
-fn replace_dir(temp: tempfile::TempDir, dest: &Path) -> Result<(), Error> {
-    ensure_dir_or_absent(dest)?;
-    if dest.exists() {
-        // Swap atomically where the kernel can; `temp` then holds the old directory and its
-        // drop removes it.
-        if exchange(temp.path(), dest).is_ok() {
-            return Ok(());
-        }
-        fs::remove_dir_all(dest).map_err(Error::io("remove the old output at", dest))?;
-    }
-    let path = temp.keep();
-    fs::rename(&path, dest).map_err(|source| {
-        let _ = fs::remove_dir_all(&path);
-        Error::Io {
-            action: "move the output into place at",
-            path: dest.to_path_buf(),
-            source,
-        }
-    })
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn exchange(a: &Path, b: &Path) -> io::Result<()> {
-    use nix::fcntl::{renameat2, RenameFlags};
-    renameat2(None, a, None, b, RenameFlags::RENAME_EXCHANGE).map_err(io::Error::from)
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn exchange(_: &Path, _: &Path) -> io::Result<()> {
-    Err(io::ErrorKind::Unsupported.into())
 }
 
 /// The directory holding `path` (`.` for a bare name) and `path`'s file name, for temp names.
@@ -144,22 +122,24 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_is_swapped_in_whole() {
+    fn a_new_directory_appears_whole_and_an_existing_one_is_never_removed() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");
-        fs::create_dir(&dest).unwrap();
-        fs::write(dest.join("old"), b"").unwrap();
         let err = write_dir_with(&dest, |d| {
             fs::write(d.join("half"), b"").unwrap();
             Err(Error::io("write", "x")(io::ErrorKind::Other.into()))
         });
         assert!(err.is_err());
-        assert!(dest.join("old").exists() && !dest.join("half").exists());
+        assert!(!dest.exists());
         write_dir_with(&dest, |d| {
             fs::write(d.join("new"), b"").map_err(Error::io("write", "x"))
         })
         .unwrap();
-        assert!(dest.join("new").exists() && !dest.join("old").exists());
+        assert!(dest.join("new").exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A directory with something in it is left as it is.
+        assert!(write_dir_with(&dest, |_| Ok(())).is_err());
+        assert!(dest.join("new").exists());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         let file = dir.path().join("file");
         fs::write(&file, b"").unwrap();

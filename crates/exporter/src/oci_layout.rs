@@ -4,7 +4,8 @@
 //! Also Docker's `docker save` format (a docker-archive), which BuildKit's docker exporter
 //! writes as an OCI layout tar plus `manifest.json`, so both `docker load` and OCI tools read it.
 //!
-//! Outputs are written atomically (see [`crate::dest`]). Blobs of a directory layout are
+//! A tar and a new directory appear whole (see [`crate::dest`]); into a layout directory that
+//! exists, blobs are added and `index.json` replaced last. Blobs of a directory layout are
 //! hardlinked from the content store when it is on the same file system (they are read-only
 //! there), else copied. A tar is deterministic: sorted entries, mtime 0, uid/gid 0, no names.
 
@@ -45,6 +46,10 @@ pub fn write_oci_layout(
     let index = index_json(image, ref_name, image_name);
     if as_tar {
         dest::write_file_with(dest, |out| write_tar(store, image, &index, None, out))
+    } else if dest.is_dir() {
+        // Into a directory that exists, as BuildKit does: blobs added, `index.json` replaced
+        // last, and nothing else there touched.
+        fill_dir(store, image, &index, dest)
     } else {
         dest::write_dir_with(dest, |root| fill_dir(store, image, &index, root))
     }
@@ -139,29 +144,49 @@ fn unique_blobs(image: &Image) -> Vec<&Descriptor> {
     blobs
 }
 
+/// Writes the layout into the directory `root`, new or not: blobs it lacks, then `oci-layout`
+/// and `index.json`, each whole under its name (made beside it and renamed), `index.json`
+/// last, so the layout never names a blob it doesn't hold.
 fn fill_dir(store: &ContentStore, image: &Image, index: &[u8], root: &Path) -> Result<(), Error> {
     let blobs_dir = root.join("blobs").join("sha256");
     fs::create_dir_all(&blobs_dir).map_err(Error::io("create directory", &blobs_dir))?;
     for blob in unique_blobs(image) {
-        link_or_copy(store, blob, &blobs_dir.join(blob.digest.hex()))?;
+        let dest = blobs_dir.join(blob.digest.hex());
+        if !dest.is_file() {
+            link_or_copy(store, blob, &blobs_dir, &dest)?;
+        }
     }
-    write_file(&root.join(LAYOUT_FILE), LAYOUT_JSON)?;
-    write_file(&root.join(INDEX_FILE), index)
+    for (name, data) in [(LAYOUT_FILE, LAYOUT_JSON), (INDEX_FILE, index)] {
+        dest::write_file_with(&root.join(name), |out| {
+            out.write_all(data)
+                .map_err(Error::io("write", root.join(name)))
+        })?;
+    }
+    Ok(())
 }
 
-fn link_or_copy(store: &ContentStore, blob: &Descriptor, dest: &Path) -> Result<(), Error> {
+/// Puts the store's `blob` at `dest` (in `dir`): a hard link where the file system allows,
+/// else a copy; made under a temporary name and renamed.
+fn link_or_copy(
+    store: &ContentStore,
+    blob: &Descriptor,
+    dir: &Path,
+    dest: &Path,
+) -> Result<(), Error> {
     let mut src = store.open_blob(&blob.digest)?;
-    if fs::hard_link(store.blob_path(&blob.digest), dest).is_ok() {
-        return Ok(());
-    }
-    let mut out = File::create(dest).map_err(Error::io("create", dest))?;
-    io::copy(&mut src, &mut out).map_err(Error::io("copy a blob to", dest))?;
-    out.set_permissions(fs::Permissions::from_mode(0o444))
-        .map_err(Error::io("chmod", dest))
-}
-
-fn write_file(path: &Path, data: &[u8]) -> Result<(), Error> {
-    fs::write(path, data).map_err(Error::io("write", path))
+    let temp = tempfile::Builder::new()
+        .prefix(".blob-")
+        .make_in(dir, |path| {
+            fs::hard_link(store.blob_path(&blob.digest), path).or_else(|_| {
+                let mut out = File::create_new(path)?;
+                io::copy(&mut src, &mut out)?;
+                out.set_permissions(fs::Permissions::from_mode(0o444))
+            })
+        })
+        .map_err(Error::io("copy a blob to", dest))?;
+    temp.persist(dest)
+        .map_err(|e| Error::io("move a blob into place at", dest)(e.error))?;
+    Ok(())
 }
 
 /// The layout as a tar, with `docker_manifest` as `manifest.json` for a docker-archive.

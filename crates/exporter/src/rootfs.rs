@@ -1,16 +1,27 @@
 //! Filesystem outputs: the build result's root filesystem as a directory (`type=local`) or
-//! as one tar (`type=tar`), both written atomically (see [`crate::dest`]).
+//! as one tar (`type=tar`). A tar and a new directory appear whole (see [`crate::dest`]); a
+//! directory that exists is written into, entry by entry, as BuildKit writes it.
 
 use crate::{dest, diff_tar, Error};
 use std::path::Path;
 
 /// Copies the root filesystem `rootfs` (a merged, read-only view) to the directory `dest`,
-/// keeping ownership, modes, xattrs, times, symlinks and hard links.
+/// keeping ownership, modes, xattrs, times, symlinks and hard links. A new `dest` appears
+/// whole (made beside it and renamed); into an existing one the files are written as
+/// BuildKit's local exporter writes them: the image's paths replace what is there, nothing
+/// else in `dest` is touched (`-o .` must never cost a user their files).
 pub fn write_rootfs_dir(rootfs: &Path, dest: &Path) -> Result<(), Error> {
-    dest::write_dir_with(dest, |temp| {
-        kiln_cache::materialise_layers(&[rootfs.to_path_buf()], temp)
-            .map_err(Error::io("copy the root filesystem to", dest))
-    })
+    match std::fs::symlink_metadata(dest) {
+        Ok(meta) if meta.is_dir() => kiln_cache::copy_tree_into(rootfs, dest)
+            .map_err(Error::io("copy the root filesystem into", dest)),
+        Ok(_) => Err(Error::NotADirectory {
+            path: dest.to_path_buf(),
+        }),
+        Err(_) => dest::write_dir_with(dest, |temp| {
+            kiln_cache::materialise_layers(&[rootfs.to_path_buf()], temp)
+                .map_err(Error::io("copy the root filesystem to", dest))
+        }),
+    }
 }
 
 /// Writes the root filesystem `rootfs` as one tar at `dest` (`-` for stdout), entries sorted,

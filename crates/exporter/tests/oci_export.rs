@@ -249,7 +249,7 @@ fn oci_layout_directory_reads_back_with_umoci_and_skopeo() {
 }
 
 #[test]
-fn oci_layout_directory_replaces_an_old_one() {
+fn oci_layout_directory_is_written_into_an_old_one() {
     if !is_root() {
         return;
     }
@@ -271,9 +271,17 @@ fn oci_layout_directory_replaces_an_old_one() {
         result.config_digest.as_ref(),
         Some(&image.manifest.config.digest)
     );
-    assert!(!layout.join("stale").exists());
-    assert!(!layout.join("blobs/sha256/0000").exists());
+    // As BuildKit writes into a layout directory: what was there stays, the image's blobs are
+    // added and index.json names it.
+    assert!(layout.join("stale").exists());
+    assert!(layout.join("blobs/sha256/0000").exists());
     assert!(layout.join("index.json").is_file());
+    for blob in image.blobs() {
+        assert!(layout
+            .join("blobs/sha256")
+            .join(blob.digest.hex())
+            .is_file());
+    }
     let leftovers: Vec<_> = fs::read_dir(work.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
