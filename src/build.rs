@@ -64,6 +64,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<()> {
         })
         .context("setting up the registry client")?,
     );
+    crate::state::claim(root)?;
     let resolver = images::Resolver {
         client: registry.clone(),
         content: kiln_cache::ContentStore::open(&root.join("content"))?,

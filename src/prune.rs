@@ -1,9 +1,10 @@
 //! `kiln prune`: removes the build cache of the state directory, as `docker builder prune -a`
 //! does — the cache mounts (`RUN --mount=type=cache`), every step result, the step records and
 //! stat caches, and the blobs and unpacked layers no image of the local image store needs —
-//! and says what it removed. Local images stay whole (see `kiln_cache::prune`). Builds hold a shared lock on the state directory for as long as they
-//! run, so prune takes it exclusively (as a crash clean-up in [`crate::state`] does) and waits
-//! for running builds to finish first; builds that start meanwhile wait for prune.
+//! and says what it removed. Local images stay whole (see `kiln_cache::prune`). Builds hold a
+//! shared lock on the state directory for as long as they run, so prune takes it exclusively
+//! (as a crash clean-up in [`crate::state`] does) and waits for running builds to finish
+//! first; builds that start meanwhile wait for prune.
 
 use anyhow::{Context, Result};
 use kiln_cache::{ContentStore, SnapshotStore};
@@ -17,6 +18,7 @@ pub fn run(root: &Path) -> Result<()> {
         println!("nothing to prune: {} does not exist", root.display());
         return Ok(());
     }
+    crate::state::claim(root)?;
     let _lock = lock_exclusive(root)?;
     // Alone on the root: what crashed builds left goes too.
     kiln_solver::executor::clean_up_after_crash(&root.join("executor"))

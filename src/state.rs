@@ -2,7 +2,7 @@
 //! that uses the same root. A shared lock is held for the whole build; temporary files of
 //! crashed builds are cleared when no other build holds it.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use kiln_cache::{ContentStore, SnapshotStore, SnapshotterMode};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
@@ -14,10 +14,44 @@ pub struct State {
     _lock: Flock<File>,
 }
 
+/// The file that marks a directory as a kiln state directory.
+const MARKER: &str = "kiln-state";
+
+/// Makes sure `root` is a kiln state directory, and marks it one: it must be new, empty,
+/// marked, or laid out by an earlier kiln (`lock` and `content/`). kiln empties parts of its
+/// state directory (what a crash left in `tmp/`, pruning), so a directory holding anything else
+/// — a `--root` pointed at a project by mistake — is refused before anything is touched.
+pub fn claim(root: &Path) -> Result<()> {
+    let marker = root.join(MARKER);
+    if marker.is_file() {
+        return Ok(());
+    }
+    let foreign = match std::fs::read_dir(root) {
+        Ok(mut entries) => {
+            entries.next().is_some()
+                && !(root.join("lock").is_file() && root.join("content").is_dir())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("reading the state directory {}", root.display()))
+        }
+    };
+    if foreign {
+        bail!(
+            "{} is not a kiln state directory: it holds files kiln did not make, and kiln clears parts of its state directory; give --root (or KILN_ROOT) a new or empty directory",
+            root.display()
+        );
+    }
+    std::fs::create_dir_all(root)
+        .with_context(|| format!("creating the state directory {}", root.display()))?;
+    std::fs::write(&marker, "kiln state directory\n")
+        .with_context(|| format!("writing {}", marker.display()))
+}
+
 impl State {
     pub fn open(root: &Path) -> Result<State> {
-        std::fs::create_dir_all(root)
-            .with_context(|| format!("creating the state directory {}", root.display()))?;
+        claim(root)?;
         let lock_path = root.join("lock");
         let open_lock = || {
             File::options()

@@ -144,3 +144,31 @@ fn failed_build_leaves_no_output() {
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// A `--root` that holds files kiln did not make is refused before anything in it is touched:
+/// kiln empties parts of its state directory (what a crash left in `tmp/`, pruning).
+#[test]
+fn a_root_that_is_not_kiln_s_is_refused_and_left_alone() {
+    let sb = Sandbox::new();
+    sb.dockerfile("FROM scratch\n");
+    let root = sb.root();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::write(root.join("tmp/mine"), "mine").unwrap();
+    std::fs::write(root.join("notes"), "mine").unwrap();
+    let ctx = sb.ctx().display().to_string();
+    let needles = ["is not a kiln state directory", "new or empty directory"];
+    sb.kiln(&["build", &ctx]).fails_with(&needles);
+    sb.kiln(&["prune"]).fails_with(&needles);
+    sb.kiln(&["images"]).fails_with(&needles);
+    let mut left: Vec<String> = common::procs::entries(&root);
+    left.sort();
+    assert_eq!(left, ["notes", "tmp"]);
+    assert!(root.join("tmp/mine").is_file());
+    // A new directory becomes kiln's, and stays usable.
+    let fresh = Sandbox::new();
+    fresh.dockerfile("FROM scratch\n");
+    let ctx = fresh.ctx().display().to_string();
+    fresh.kiln(&["build", &ctx]).ok();
+    fresh.kiln(&["build", &ctx]).ok();
+    fresh.kiln(&["prune"]).ok();
+}
